@@ -87,10 +87,10 @@ def _preset_folder(preset: ModelPreset) -> Path:
     gguf = Path(next(iter(spec.submodule_search_locations))) / source["file"]
     if not gguf.is_file():
         raise CheckpointNotFoundError(f"{source['package']} is installed but {gguf} is missing; reinstall the package.")
-    return convert_gguf(gguf, name=preset.name)
+    return convert_gguf(gguf)
 
 
-def convert_gguf(gguf_path: str | os.PathLike, name: str | None = None) -> Path:
+def convert_gguf(gguf_path: str | os.PathLike) -> Path:
     """Converts a Llama GGUF file into a cached safetensors folder (once) and returns the folder.
 
     The weights are dequantized to float32; tokenizer and chat template come along. The cache key is
@@ -99,7 +99,7 @@ def convert_gguf(gguf_path: str | os.PathLike, name: str | None = None) -> Path:
     gguf_path = Path(gguf_path).resolve()
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{name or gguf_path.stem}-{key}"
+    target = cache_dir() / "models" / f"{gguf_path.stem}-{key}"
     if (target / _CONVERSION_MARKER).is_file():
         return target
 

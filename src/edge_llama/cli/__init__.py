@@ -1,0 +1,1 @@
+"""The `edge-llama` command."""
