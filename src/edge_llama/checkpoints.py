@@ -37,6 +37,7 @@ EDGE_CONFIG_KWARGS = (
     "use_conv_projections",
     "attention_mask_value",
 )
+_AUTO_CLASS_KWARGS = ("_from_auto", "trust_remote_code", "adapter_kwargs", "code_revision", "_commit_hash")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 _CONVERSION_MARKER = "edge_llama_source.json"
 
@@ -153,10 +154,11 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or torch.float32
     given_config = kwargs.pop("config", None)
-    kwargs.pop("_from_auto", None)
-    kwargs.pop("trust_remote_code", None)
-    if kwargs:
-        raise TypeError(f"EdgeLlamaForCausalLM.from_pretrained got unexpected arguments: {sorted(kwargs)}")
+    for key in _AUTO_CLASS_KWARGS:  # what AutoModel adds on its way to us; nothing we act on
+        kwargs.pop(key, None)
+    unexpected = {key for key, value in kwargs.items() if value not in (None, {}, False)}
+    if unexpected:
+        raise TypeError(f"EdgeLlamaForCausalLM.from_pretrained got unexpected arguments: {sorted(unexpected)}")
 
     source, raw_config = load_config(name_or_path, **hub_kwargs)
     base_config = given_config if given_config is not None else raw_config

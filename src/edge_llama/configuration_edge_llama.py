@@ -56,11 +56,10 @@ class EdgeLlamaConfig(LlamaConfig):
         if self.ar_lengths is None:
             self.ar_lengths = [128, 1]
         self.ar_lengths = sorted({int(ar) for ar in self.ar_lengths}, reverse=True)
+        self._validate_geometry()  # before the strict validators, so the error keeps its type
         super().__post_init__(**kwargs)
 
-    def validate_architecture(self):
-        """Checks the graph geometry on top of Llama's own checks."""
-        super().validate_architecture()
+    def _validate_geometry(self) -> None:
         if self.context_length < 2:
             raise EdgeLlamaConfigError(f"context_length must be at least 2, got {self.context_length}.")
         too_long = [ar for ar in self.ar_lengths if ar >= self.context_length]

@@ -366,6 +366,10 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False
 
+    def _prepare_attention_mask_for_generation(self, inputs_tensor, generation_config, model_kwargs):
+        # One unpadded sequence: a pad token inside it (often also the end-of-turn token) is content.
+        return torch.ones(inputs_tensor.shape[:2], dtype=torch.long, device=inputs_tensor.device)
+
     # -- loading and saving --------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs) -> EdgeLlamaForCausalLM:

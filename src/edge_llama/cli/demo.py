@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise _usage_error(f"--max-output-tokens must be at least 1, got {args.max_output_tokens}")
     torch.manual_seed(args.seed)
     logger.info("Loading %s …", args.checkpoint)
+    tokenizer = load_tokenizer(args.checkpoint)  # first: a missing tokenizer should fail before the slow part
     model = EdgeLlamaForCausalLM.from_pretrained(args.checkpoint, context_length=args.context_length)
-    tokenizer = load_tokenizer(args.checkpoint)
     config = model.config
     input_ids = encode_prompt(tokenizer, args.prompt, raw=args.raw, system=args.system)
     stream = not (args.no_stream or args.quiet)
