@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import GPT2Config
 
 from edge_llama import (
@@ -102,3 +103,20 @@ def test_default_alias_converts_once(monkeypatch, tmp_path):
     assert Path(resolve_checkpoint(source["gguf_file"])) == first
     tokenizer = load_tokenizer("DEFAULT")
     assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+
+
+def test_hub_id_loads_from_the_offline_hf_cache(tmp_path, monkeypatch):
+    """A hub id resolves through huggingface_hub's cache layout without any network."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--edge-tests--tiny-llama"
+    snapshot = repo / "snapshots" / commit
+    reference = tiny_llama()
+    reference.save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    edge = EdgeLlamaForCausalLM.from_pretrained(
+        "edge-tests/tiny-llama", cache_dir=str(tmp_path / "hub"), context_length=64, ar_lengths=[16, 1]
+    )
+    state = edge.state_dict()
+    assert all(torch.equal(state[key], tensor) for key, tensor in reference.state_dict().items())
