@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,7 +27,6 @@ class ModelPreset:
     source: dict
     base_model: str | None = None
     license: str | None = None
-    defaults: dict = field(default_factory=dict)
 
 
 @functools.cache
@@ -42,7 +41,6 @@ def model_presets() -> dict[str, ModelPreset]:
             source=data["source"],
             base_model=data.get("base_model"),
             license=data.get("license"),
-            defaults=data.get("defaults", {}),
         )
         for alias in preset.aliases:
             presets[alias.lower()] = preset
