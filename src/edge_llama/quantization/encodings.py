@@ -1,0 +1,240 @@
+"""AIMET encodings, schema 1.0.0 — the form QNN's converters and Qualcomm AI Hub read.
+
+```json
+{"version": "1.0.0",
+ "activation_encodings": [{"name": "past_key_0_in", "enc_type": "PER_TENSOR", "dtype": "INT", "bw": 8,
+                           "is_sym": true, "scale": [0.01], "offset": [-128]}],
+ "param_encodings": [{"name": "lm_head.weight", "enc_type": "PER_CHANNEL", ...},
+                     {"name": "...", "enc_type": "PER_BLOCK", "block_size": 64, ...},
+                     {"name": "...", "enc_type": "LPBQ", "block_size": 64, "bw": 8, "compressed_bw": 4,
+                      "per_block_int_scale": [...], ...}],
+ "excluded_layers": [], "quantizer_args": {...}}
+```
+
+Offsets follow AIMET: a quantized value `q` means `scale * (q + offset)`; for signed symmetric
+encodings the offset is `-2**(bw-1)` shifted like AIMET's exporter does. The legacy 0.6.1 dict form
+is read too. Every problem is reported with the file and the tensor name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EdgeLlamaError
+
+VERSION = "1.0.0"
+ENC_TYPES = ("PER_TENSOR", "PER_CHANNEL", "PER_BLOCK", "LPBQ")
+MAX_FILE_BYTES = 2 * 1024**3
+
+
+class EncodingsError(EdgeLlamaError, ValueError):
+    """An encodings file is malformed or does not fit the model it comes with."""
+
+
+@dataclass
+class TensorEncoding:
+    """The quantization of one tensor."""
+
+    name: str
+    enc_type: str
+    bw: int
+    is_sym: bool
+    scale: list[float]
+    offset: list[int]
+    dtype: str = "INT"
+    block_size: int | None = None
+    compressed_bw: int | None = None
+    per_block_int_scale: list[int] | None = None
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.scale)
+
+    def to_json(self) -> dict:
+        entry = {
+            "name": self.name,
+            "enc_type": self.enc_type,
+            "dtype": self.dtype,
+            "bw": self.bw,
+            "is_sym": self.is_sym,
+            "scale": [float(s) for s in self.scale],
+            "offset": [int(o) for o in self.offset],
+        }
+        if self.block_size is not None:
+            entry["block_size"] = self.block_size
+        if self.compressed_bw is not None:
+            entry["compressed_bw"] = self.compressed_bw
+        if self.per_block_int_scale is not None:
+            entry["per_block_int_scale"] = [int(s) for s in self.per_block_int_scale]
+        return entry
+
+    @classmethod
+    def from_json(cls, entry, where: str) -> TensorEncoding:
+        if not isinstance(entry, dict):
+            raise EncodingsError(f"{where}: expected an object, got {type(entry).__name__}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise EncodingsError(f"{where}: 'name' must be a non-empty string")
+        where = f"{where} ({name})"
+        enc_type, dtype = entry.get("enc_type"), entry.get("dtype", "INT")
+        if enc_type not in ENC_TYPES:
+            raise EncodingsError(f"{where}: enc_type must be one of {list(ENC_TYPES)}, got {enc_type!r}")
+        if dtype not in ("INT", "FLOAT"):
+            raise EncodingsError(f"{where}: dtype must be INT or FLOAT, got {dtype!r}")
+        bw = _int(entry.get("bw"), f"{where}: bw", low=2, high=32)
+        is_sym = entry.get("is_sym", False)
+        if not isinstance(is_sym, bool):
+            raise EncodingsError(f"{where}: is_sym must be true or false, got {is_sym!r}")
+        scale = _number_list(entry.get("scale", []), f"{where}: scale", positive=True)
+        offset = [_int(o, f"{where}: offset") for o in _list(entry.get("offset", []), f"{where}: offset")]
+        if dtype == "INT" and (not scale or len(offset) != len(scale)):
+            raise EncodingsError(f"{where}: scale and offset need the same, non-zero length (got {len(scale)} and {len(offset)})")
+        if enc_type == "PER_TENSOR" and len(scale) != 1:
+            raise EncodingsError(f"{where}: a PER_TENSOR encoding has one scale, got {len(scale)}")
+        block_size = compressed_bw = per_block = None
+        if enc_type in ("PER_BLOCK", "LPBQ"):
+            block_size = _int(entry.get("block_size"), f"{where}: block_size", low=1)
+        if enc_type == "LPBQ":
+            compressed_bw = _int(entry.get("compressed_bw"), f"{where}: compressed_bw", low=2, high=bw - 1)
+            per_block = [
+                _int(s, f"{where}: per_block_int_scale", low=0, high=2 ** (bw - compressed_bw))
+                for s in _list(entry.get("per_block_int_scale"), f"{where}: per_block_int_scale")
+            ]
+            if not per_block or len(per_block) % len(scale):
+                raise EncodingsError(
+                    f"{where}: per_block_int_scale must hold a whole number of blocks per channel "
+                    f"({len(per_block)} values for {len(scale)} channels)"
+                )
+        return cls(name, enc_type, bw, is_sym, scale, offset, dtype, block_size, compressed_bw, per_block)
+
+
+@dataclass
+class Encodings:
+    """All encodings of a model, by tensor name."""
+
+    activations: dict[str, TensorEncoding] = field(default_factory=dict)
+    params: dict[str, TensorEncoding] = field(default_factory=dict)
+    excluded_layers: list[str] = field(default_factory=list)
+    quantizer_args: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "version": VERSION,
+            "activation_encodings": [e.to_json() for e in self.activations.values()],
+            "param_encodings": [e.to_json() for e in self.params.values()],
+            "excluded_layers": list(self.excluded_layers),
+            "quantizer_args": dict(self.quantizer_args),
+        }
+
+    @classmethod
+    def from_json(cls, data, source: str = "model.encodings") -> Encodings:
+        if not isinstance(data, dict):
+            raise EncodingsError(f"{source}: expected a JSON object at the top, got {type(data).__name__}")
+        version = data.get("version")
+        if version is None and isinstance(data.get("param_encodings"), dict):
+            return cls._from_legacy(data, source)
+        if version != VERSION:
+            raise EncodingsError(f"{source}: unsupported encodings version {version!r}; expected {VERSION!r} (or legacy 0.6.1)")
+        encodings = cls(
+            excluded_layers=[str(x) for x in _list(data.get("excluded_layers", []), f"{source}: excluded_layers")],
+            quantizer_args=data.get("quantizer_args") or {},
+        )
+        if not isinstance(encodings.quantizer_args, dict):
+            raise EncodingsError(f"{source}: quantizer_args must be an object")
+        for key, target in (("activation_encodings", encodings.activations), ("param_encodings", encodings.params)):
+            for index, entry in enumerate(_list(data.get(key, []), f"{source}: {key}")):
+                encoding = TensorEncoding.from_json(entry, f"{source}: {key}[{index}]")
+                if encoding.name in target:
+                    raise EncodingsError(f"{source}: {key} lists {encoding.name!r} twice")
+                target[encoding.name] = encoding
+        return encodings
+
+    @classmethod
+    def _from_legacy(cls, data, source: str) -> Encodings:
+        """The 0.6.1 form: `{name: [{bitwidth, is_symmetric, scale, offset, min, max, dtype}, …]}`."""
+        encodings = cls()
+        for key, target in (("activation_encodings", encodings.activations), ("param_encodings", encodings.params)):
+            section = data.get(key, {})
+            if not isinstance(section, dict):
+                raise EncodingsError(f"{source}: legacy {key} must be an object of tensor name to list")
+            for name, channels in section.items():
+                where = f"{source}: {key}[{name!r}]"
+                channels = _list(channels, where)
+                if not channels or not all(isinstance(c, dict) for c in channels):
+                    raise EncodingsError(f"{where}: expected a non-empty list of objects")
+                first = channels[0]
+                is_sym = str(first.get("is_symmetric", "False")).lower() == "true"
+                target[name] = TensorEncoding.from_json(
+                    {
+                        "name": name,
+                        "enc_type": "PER_TENSOR" if len(channels) == 1 else "PER_CHANNEL",
+                        "dtype": str(first.get("dtype", "int")).upper(),
+                        "bw": first.get("bitwidth"),
+                        "is_sym": is_sym,
+                        "scale": [c.get("scale") for c in channels],
+                        "offset": [c.get("offset") for c in channels],
+                    },
+                    where,
+                )
+        return encodings
+
+    def write(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Encodings:
+        path = Path(path)
+        if not path.is_file():
+            raise EncodingsError(f"encodings file not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise EncodingsError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit for encodings")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise EncodingsError(f"{path}: not valid JSON ({error})") from error
+        return cls.from_json(data, source=str(path))
+
+    def check_params(self, expected: dict[str, int], source: str = "model.encodings") -> None:
+        """Checks that the param encodings cover exactly `expected` (name → output channels)."""
+        missing = sorted(set(expected) - set(self.params))
+        extra = sorted(set(self.params) - set(expected))
+        if missing:
+            raise EncodingsError(f"{source}: no encoding for {len(missing)} quantized weight(s), e.g. {missing[:3]}")
+        if extra:
+            raise EncodingsError(f"{source}: encodings for {len(extra)} tensor(s) the model does not have, e.g. {extra[:3]}")
+        for name, channels in expected.items():
+            encoding = self.params[name]
+            if encoding.enc_type != "PER_TENSOR" and encoding.num_channels != channels:
+                raise EncodingsError(
+                    f"{source}: {name} has {channels} output channels but its encoding has {encoding.num_channels} scales"
+                )
+
+
+def _list(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise EncodingsError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _int(value, where: str, low: int | None = None, high: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EncodingsError(f"{where}: expected an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise EncodingsError(f"{where}: {value} is outside [{low}, {high}]")
+    return value
+
+
+def _number_list(value, where: str, positive: bool = False) -> list[float]:
+    numbers = []
+    for item in _list(value, where):
+        if not isinstance(item, (int, float)) or isinstance(item, bool) or not math.isfinite(item):
+            raise EncodingsError(f"{where}: expected finite numbers, found {item!r}")
+        if positive and item <= 0:
+            raise EncodingsError(f"{where}: scales must be positive, found {item!r}")
+        numbers.append(float(item))
+    return numbers
