@@ -10,14 +10,13 @@ Standard library only. Model repos with `namespace/name` ids; writes go to branc
     POST      /api/models/{repo}/preupload/{rev}          upload mode per file: "regular" or "lfs"
     POST      /{repo}.git/info/lfs/objects/batch          LFS batch API, "basic" transfer only
     PUT       /lfs-objects/{sha256}                       LFS upload target handed out by the batch API
-    POST      /lfs-objects/{sha256}/verify                LFS verify step
-    POST      /api/models/{repo}/commit/{rev}             ndjson commit: file, lfsFile, deletedFile, deletedFolder
+    POST      /api/models/{repo}/commit/{rev}             ndjson commit of `file` and `lfsFile` lines
     HEAD|GET  /{repo}/resolve/{rev}/{path}                download, with X-Repo-Commit, ETag, Content-Length
 
 Xet storage is not served: the client picks Xet on its own whenever `hf_xet` is installed, so tests must
 set `HF_HUB_DISABLE_XET` (`point_hf_client_at` does). Downloads never carry `X-Xet-Hash`, so they stay HTTP.
-Any bearer token is accepted for writes; headers are never logged or stored. No pagination, no Range
-requests, no pull requests or other branches.
+New repos start with one commit holding `.gitattributes`, as on the Hub. Writes need a bearer token, any
+token; headers are never logged or stored. No pagination, Range requests, deletions, pull requests or branches.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ import hashlib
 import json
 import re
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -52,19 +50,12 @@ class _File:
     lfs: bool
 
     def tree_entry(self, path: str) -> dict:
-        entry = {"type": "file", "path": path, "size": self.size, "oid": self.git_sha1}
-        if self.lfs:
-            pointer = _lfs_pointer(self.sha256, self.size)
-            entry.update(oid=_git_sha1(pointer), lfs={"oid": self.sha256, "size": self.size, "pointerSize": len(pointer)})
-        return entry
-
-
-@dataclass
-class _Repo:
-    private: bool
-    created: str
-    head: str = ""
-    commits: dict[str, dict[str, _File]] = field(default_factory=dict)  # commit sha -> path -> file
+        """The file as `/tree` lists it; an LFS file's git oid is that of its pointer file."""
+        if not self.lfs:
+            return {"type": "file", "path": path, "size": self.size, "oid": self.git_sha1}
+        pointer = _lfs_pointer(self.sha256, self.size)
+        lfs = {"oid": self.sha256, "size": self.size, "pointerSize": len(pointer)}
+        return {"type": "file", "path": path, "size": self.size, "oid": _git_sha1(pointer), "lfs": lfs}
 
 
 class HubError(Exception):
@@ -77,7 +68,8 @@ class LoopbackHub:
     """`with LoopbackHub() as hub:` serves on `hub.endpoint` until the block ends, then stops every thread."""
 
     def __init__(self) -> None:
-        self.repos: dict[str, _Repo] = {}
+        self.heads: dict[str, str] = {}  # repo id -> commit sha of branch main
+        self.commits: dict[tuple[str, str], dict[str, _File]] = {}  # (repo id, commit sha) -> {path: file}
         self.blobs: dict[str, bytes] = {}  # sha256 -> content, for regular and LFS files alike
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, without query or headers
         self.lock = threading.Lock()
@@ -109,19 +101,17 @@ class LoopbackHub:
         return _File(sha256, _git_sha1(data), len(data), lfs)
 
     def commit(self, repo_id: str, files: dict[str, _File]) -> str:
-        repo = self.repos[repo_id]
-        sha = hashlib.sha1(f"{repo_id}\0{repo.head}\0{len(repo.commits)}\0{sorted(files.items())}".encode()).hexdigest()
-        repo.commits[sha], repo.head = files, sha
+        sha = hashlib.sha1(f"{repo_id}\0{len(self.commits)}\0{sorted(files.items())}".encode()).hexdigest()
+        self.commits[repo_id, sha], self.heads[repo_id] = files, sha
         return sha
 
     def resolve(self, repo_id: str, revision: str) -> tuple[str, dict[str, _File]]:
-        repo = self.repos.get(repo_id)
-        if repo is None:
+        if repo_id not in self.heads:
             raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
-        sha = repo.head if revision == "main" else revision
-        if sha not in repo.commits:
+        sha = self.heads[repo_id] if revision == "main" else revision
+        if (repo_id, sha) not in self.commits:
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-        return sha, repo.commits[sha]
+        return sha, self.commits[repo_id, sha]
 
 
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
@@ -133,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # a silent client cannot hold a request thread forever
     server: ThreadingHTTPServer
 
-    routes = [  # (method, pattern, handler name); patterns match the raw (still quoted) path
+    routes = [  # (methods, path pattern, handler); patterns match the raw, still quoted, path
         ("POST", r"/api/repos/create", "create_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", rf"/api/models/{_REPO}(?:/revision/{_REV})?", "repo_info"),
@@ -141,10 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", rf"/api/models/{_REPO}/preupload/{_REV}", "preupload"),
         ("POST", rf"/{_REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs-objects/(?P<oid>[0-9a-f]{64})", "lfs_put"),
-        ("POST", r"/lfs-objects/(?P<oid>[0-9a-f]{64})/verify", "lfs_verify"),
         ("POST", rf"/api/models/{_REPO}/commit/{_REV}", "commit"),
-        ("GET", rf"/{_REPO}/resolve/{_REV}/(?P<path>.+)", "resolve"),
-        ("HEAD", rf"/{_REPO}/resolve/{_REV}/(?P<path>.+)", "resolve"),
+        ("GET|HEAD", rf"/{_REPO}/resolve/{_REV}/(?P<path>.+)", "resolve"),
     ]
 
     @property
@@ -157,41 +145,30 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+    do_HEAD = do_POST = do_PUT = do_GET
 
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        self.body = self._read_body()
         with self.hub.lock:
             self.hub.requests.append((self.command, url.path))
         try:
+            self.body = self._read_body()
             for method, pattern, name in self.routes:
                 match = re.fullmatch(pattern, url.path)
-                if method == self.command and match:
+                if match and re.fullmatch(method, self.command):
                     args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
                     return getattr(self, name)(**args)
             raise HubError(404, f"No route for {self.command} {url.path}")
-        except (KeyError, TypeError, ValueError) as err:  # a malformed request: answer instead of dropping it
-            self._send_error(HubError(400, f"Malformed request: {err!r}"))
-        except HubError as err:
-            self._send_error(err)
-
-    def _send_error(self, err: HubError) -> None:
-        headers = {"X-Error-Message": str(err), **err.headers}
-        if err.code:
-            headers["X-Error-Code"] = err.code
-        self._send({"error": str(err)}, err.status, headers)
+        except (HubError, KeyError, TypeError, ValueError) as err:
+            if not isinstance(err, HubError):  # a malformed request: answer it rather than drop the connection
+                err = HubError(400, f"Malformed request: {err!r}")
+            code = {"X-Error-Code": err.code} if err.code else {}
+            self._send({"error": str(err)}, err.status, {"X-Error-Message": str(err), **code, **err.headers})
 
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline().strip():  # trailers
-                pass
-            return b"".join(chunks)
+        if "Transfer-Encoding" in self.headers:  # huggingface_hub always sends Content-Length
+            raise HubError(411, "Send request bodies with a Content-Length")
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _send(self, body: bytes | dict | list, status: int = 200, headers: dict | None = None) -> None:
@@ -205,10 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self) -> dict:
-        try:
-            return json.loads(self.body or b"{}")
-        except ValueError as err:
-            raise HubError(400, f"Invalid JSON body: {err}") from None
+        return json.loads(self.body or b"{}")  # invalid JSON is a ValueError: answered with a 400
 
     def _require_token(self) -> None:
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
@@ -225,10 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
         url = f"{self.hub.endpoint}/{repo_id}"
         with self.hub.lock:
-            if repo_id in self.hub.repos:
+            if repo_id in self.hub.heads:
                 return self._send({"error": "You already created this model repo", "url": url}, 409)
-            now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-            self.hub.repos[repo_id] = _Repo(private=bool(payload.get("private")), created=now)
             self.hub.commit(repo_id, {".gitattributes": self.hub.store(GITATTRIBUTES, lfs=False)})
         self._send({"url": url, "name": repo_id})
 
@@ -238,21 +210,14 @@ class _Handler(BaseHTTPRequestHandler):
     def repo_info(self, repo: str, rev: str = "main") -> None:
         with self.hub.lock:
             sha, files = self.hub.resolve(repo, rev)
-            info = self.hub.repos[repo]
-        blobs = self.query.get("blobs", "").lower() in ("1", "true")
-        siblings = []
+        siblings = []  # always with the details that `?blobs=true` (files_metadata=True) asks for
         for path, file in sorted(files.items()):
-            sibling = {"rfilename": path}
-            if blobs:
-                entry = file.tree_entry(path)
-                sibling.update(size=file.size, blobId=entry["oid"])
-                if file.lfs:
-                    sibling["lfs"] = {"sha256": file.sha256, "size": file.size, "pointerSize": entry["lfs"]["pointerSize"]}
-            siblings.append(sibling)
+            entry = file.tree_entry(path)
+            lfs = {**entry["lfs"], "sha256": file.sha256} if file.lfs else None
+            siblings.append({"rfilename": path, "size": file.size, "blobId": entry["oid"], "lfs": lfs})
         self._send({
-            "id": repo, "modelId": repo, "author": repo.split("/")[0], "sha": sha, "private": info.private,
-            "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
-            "createdAt": info.created, "lastModified": info.created, "siblings": siblings,
+            "id": repo, "modelId": repo, "author": repo.split("/")[0], "sha": sha, "private": False,
+            "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
         })  # fmt: skip
 
     def tree(self, repo: str, rev: str, path: str = "") -> None:
@@ -283,8 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
         for item in self._json().get("files", []):
             lfs = item["size"] >= LFS_THRESHOLD or b"\0" in base64.b64decode(item["sample"])
             remote = files.get(item["path"])
-            remote_oid = None if remote is None else (remote.sha256 if lfs else remote.git_sha1)
-            result.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid})
+            oid = None if remote is None else (remote.sha256 if lfs else remote.git_sha1)  # same file => no upload
+            mode = "lfs" if lfs else "regular"
+            result.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         self._send({"files": result})
 
     def lfs_batch(self, repo: str) -> None:
@@ -300,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             item = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
             if obj["oid"] not in stored:
                 href = f"{self.hub.endpoint}/lfs-objects/{obj['oid']}"
-                item["actions"] = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
+                item["actions"] = {"upload": {"href": href}}
             objects.append(item)
         self._send({"transfer": "basic", "objects": objects})
 
@@ -311,14 +277,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.blobs.setdefault(oid, self.body)
         self._send(b"")
 
-    def lfs_verify(self, oid: str) -> None:
-        self._require_token()
-        with self.hub.lock:
-            data = self.hub.blobs.get(oid)
-        if data is None or len(data) != self._json().get("size"):
-            raise HubError(404, f"LFS object {oid} was not uploaded")
-        self._send({"success": True})
-
     def commit(self, repo: str, rev: str) -> None:
         self._require_token()
         if rev != "main" or self.query.get("create_pr"):
@@ -327,11 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not lines or lines[0].get("key") != "header":
             raise HubError(400, "A commit starts with a header line")
         with self.hub.lock:
-            head, files = self.hub.resolve(repo, rev)
-            parent = lines[0]["value"].get("parentCommit")
-            if parent is not None and parent != head:
-                raise HubError(412, f"Parent commit {parent} is not the head of {rev}")
-            files = dict(files)
+            files = dict(self.hub.resolve(repo, rev)[1])
             for op in lines[1:]:
                 key, value = op["key"], op["value"]
                 path = value["path"]
@@ -342,11 +296,6 @@ class _Handler(BaseHTTPRequestHandler):
                     if data is None:
                         raise HubError(400, f"LFS object {value['oid']} for {path} was never uploaded")
                     files[path] = self.hub.store(data, lfs=True)
-                elif key == "deletedFile":
-                    if files.pop(path, None) is None:
-                        raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
-                elif key == "deletedFolder":
-                    files = {p: f for p, f in files.items() if not p.startswith(path.rstrip("/") + "/")}
                 else:
                     raise HubError(400, f"Unsupported commit operation {key!r}")
             sha = self.hub.commit(repo, files)
@@ -374,13 +323,15 @@ def point_hf_client_at(endpoint: str, monkeypatch, cache_dir) -> None:
     """
     from huggingface_hub import constants, hf_api
 
-    env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_CACHE": str(cache_dir), "HF_TOKEN": "hf_loopback_fake_token"}  # fmt: skip
-    for name, value in env.items():
+    for name, value in dict(
+        HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_CACHE=str(cache_dir), HF_TOKEN="hf_loopback_fake_token",
+    ).items():  # fmt: skip
         monkeypatch.setenv(name, value)  # HF_TOKEN is read per request: a real stored token is never sent
     monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"  # hf_hub_url() builds every download URL with it
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
     monkeypatch.setattr(constants, "HF_URL_HOSTS", constants.HF_URL_HOSTS | {urlsplit(endpoint).hostname})
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # tests/conftest.py turns offline mode on
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # upload through preupload + LFS batch, not Xet

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tests.loopback_hub import LoopbackHub, point_hf_client_at
+from .loopback_hub import LoopbackHub, point_hf_client_at
 
 TOKEN = "hf_loopback_test_token"
 BIG = 10 * 1024 * 1024 + 123  # just over the 10 MiB LFS threshold
@@ -19,6 +21,7 @@ BIG = 10 * 1024 * 1024 + 123  # just over the 10 MiB LFS threshold
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)  # progress bars would start tqdm's monitor thread
     threads_before = set(threading.enumerate())
     with LoopbackHub() as server:
         point_hf_client_at(server.endpoint, monkeypatch, cache_dir=tmp_path / "default-cache")
@@ -45,7 +48,7 @@ def test_create_repo_is_idempotent_with_exist_ok(hub):
     url = api.create_repo("edge/empty")
     assert url.repo_id == "edge/empty" and url.endpoint == hub.endpoint
     assert api.create_repo("edge/empty", exist_ok=True).repo_id == "edge/empty"
-    with pytest.raises(Exception, match="409"):
+    with pytest.raises(HfHubHTTPError, match="409"):
         api.create_repo("edge/empty")
     assert api.list_repo_files("edge/empty") == [".gitattributes"]
 
@@ -101,8 +104,6 @@ def test_transformers_push_to_hub_and_from_pretrained(hub, tmp_path):
 
 
 def test_errors_are_hub_errors(hub, tmp_path):
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
     api = HfApi(token=TOKEN)
     api.create_repo("edge/errors")
     with pytest.raises(RepositoryNotFoundError):
@@ -111,3 +112,5 @@ def test_errors_are_hub_errors(hub, tmp_path):
         api.list_repo_files("edge/errors", revision="0" * 40)
     with pytest.raises(EntryNotFoundError):
         hf_hub_download("edge/errors", "nope.txt", cache_dir=tmp_path / "cache")
+    with pytest.raises(HfHubHTTPError, match="401"):
+        HfApi(token=False).create_repo("edge/anonymous")

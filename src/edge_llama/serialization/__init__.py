@@ -1,0 +1,1 @@
+"""On-disk forms of edge models: `model.data`, graphs and encodings."""
