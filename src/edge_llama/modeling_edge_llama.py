@@ -284,6 +284,7 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self._runner = None
+        self.quantization = None  # a QuantizationState once quantized
         self.post_init()
 
     # -- one static graph call -------------------------------------------------------------
@@ -369,6 +370,39 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
     def _prepare_attention_mask_for_generation(self, inputs_tensor, generation_config, model_kwargs):
         # One unpadded sequence: a pad token inside it (often also the end-of-turn token) is content.
         return torch.ones(inputs_tensor.shape[:2], dtype=torch.long, device=inputs_tensor.device)
+
+    # -- quantization ----------------------------------------------------------------------------
+    def quantize(
+        self,
+        recipe="w4a16",
+        calibration=None,
+        num_samples: int | None = None,
+        sequence_length: int | None = None,
+        use_seq_mse: bool = False,
+        tokenizer=None,
+        **options,
+    ) -> EdgeLlamaForCausalLM:
+        """A quantized copy of this model that still runs (simulated) on the host.
+
+        Args:
+            recipe: a recipe name from `configs/quantization/` (`w4a16`, `w4a16-lpbq`, `w8a16`, `8da4w`,
+                `w4-awq`, `w4-rtn`), the path of your own recipe YAML, or a `Recipe`.
+            calibration: a text source: None for the offline default corpus, `"wikitext-2"`, or a local
+                text file, folder or saved dataset. Only its calibration part is used.
+            num_samples, sequence_length: how much calibration text (default: the recipe's).
+            use_seq_mse: choose weight encodings by Sequential MSE (QNN recipes).
+            tokenizer: defaults to the checkpoint's.
+
+        Example:
+
+        ```python
+        >>> qmodel = EdgeLlamaForCausalLM.from_pretrained("DEFAULT").quantize("w4a16")
+        >>> qmodel.save_pretrained("smollm2-w4a16")
+        ```
+        """
+        from .quantization import quantize_model
+
+        return quantize_model(self, recipe, calibration, num_samples, sequence_length, use_seq_mse, tokenizer, **options)
 
     # -- loading and saving --------------------------------------------------------------------
     @classmethod

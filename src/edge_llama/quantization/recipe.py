@@ -21,7 +21,7 @@ import yaml
 from ..errors import EdgeLlamaError
 from ..presets import configs_dir
 
-ENGINES = ("aimet", "torchao", "awq")
+ENGINES = ("rtn", "aimet", "torchao", "awq")
 LAYOUT_SWITCHES = ("use_split_head_attention", "use_conv_projections")
 
 

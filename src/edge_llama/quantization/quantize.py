@@ -1,0 +1,111 @@
+"""From a float edge model and a recipe to a quantized edge model that still runs on the host."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import EdgeLlamaError
+from .engines import get_engine
+from .recipe import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from ..modeling_edge_llama import EdgeLlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+
+QUANT_METHOD = "edge_llama"
+CALIBRATION_FREE_ENGINES = ("rtn",)
+
+
+@dataclass
+class QuantizationState:
+    """What a quantized edge model carries besides its weights."""
+
+    recipe: Recipe
+    calibration: dict = field(default_factory=dict)
+    use_seq_mse: bool = False
+    seconds: float | None = None
+    handle: Any = None  # engine-specific: encodings, a QuantSim, …
+
+    def to_config(self) -> dict:
+        """The `quantization_config` stored in `config.json`."""
+        return {
+            "quant_method": QUANT_METHOD,
+            "engine": self.recipe.engine,
+            "recipe": self.recipe.name,
+            "weight_bits": self.recipe.weights.bits,
+            "activation_bits": self.recipe.activations.bits if self.recipe.activations else None,
+            "calibration": dict(self.calibration),
+            "use_seq_mse": self.use_seq_mse,
+            "recipe_spec": self.recipe.to_dict(),
+        }
+
+
+def quantize_model(
+    model: EdgeLlamaForCausalLM,
+    recipe: str | os.PathLike | Recipe = "w4a16",
+    calibration: str | os.PathLike | None = None,
+    num_samples: int | None = None,
+    sequence_length: int | None = None,
+    use_seq_mse: bool = False,
+    tokenizer=None,
+    **options,
+) -> EdgeLlamaForCausalLM:
+    """See `EdgeLlamaForCausalLM.quantize`."""
+    recipe = load_recipe(recipe)
+    if model.quantization is not None:
+        raise EdgeLlamaError(
+            f"this model is already quantized ({model.quantization.recipe.name}); quantize the float model instead."
+        )
+    engine = get_engine(recipe.engine)
+    quantized = copy_with_layout(model, recipe)
+    batches: list[torch.Tensor] = []
+    calibration_info: dict = {}
+    if recipe.engine not in CALIBRATION_FREE_ENGINES:
+        from ..checkpoints import load_tokenizer
+        from ..data import calibration_batches, load_corpus
+
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.name_or_path)
+        num_samples = num_samples or recipe.option("calibration_samples", 20)
+        sequence_length = sequence_length or min(model.config.context_length, recipe.option("calibration_sequence_length", 512))
+        batches = calibration_batches(tokenizer, calibration, num_samples, sequence_length)
+        calibration_info = {
+            "source": load_corpus(calibration, "calibration").name,
+            "num_samples": num_samples,
+            "sequence_length": sequence_length,
+            "tokens": num_samples * sequence_length,
+        }
+    quantized.quantization = QuantizationState(recipe, calibration_info, use_seq_mse)
+    started = time.perf_counter()
+    engine.quantize(quantized, recipe, batches, use_seq_mse=use_seq_mse, **options)
+    quantized.quantization.seconds = time.perf_counter() - started
+    quantized.config.quantization_config = quantized.quantization.to_config()
+    logger.info("Quantized with %s in %.1f s", recipe.name, quantized.quantization.seconds)
+    return quantized.eval()
+
+
+def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe) -> EdgeLlamaForCausalLM:
+    """A private copy of `model` in the recipe's layout; lm_head is untied if only it is quantized."""
+    config = copy.deepcopy(model.config)
+    for switch, value in recipe.layout.items():
+        setattr(config, switch, value)
+    if config.tie_word_embeddings and recipe.weights_for("lm_head") != recipe.embeddings:
+        config.tie_word_embeddings = False  # lm_head gets its own grid; the embedding keeps its own
+    with torch.device("meta"):
+        copied = type(model)(config)
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    if "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    copied.load_state_dict(state, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        copied.lm_head.weight = copied.model.embed_tokens.weight
+    copied.generation_config = copy.deepcopy(model.generation_config)
+    copied.name_or_path = model.name_or_path
+    return copied
