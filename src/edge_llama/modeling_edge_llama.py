@@ -305,7 +305,7 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
 
     def graph(self, ar_length: int) -> EdgeLlamaGraph:
         """The static graph of one AR instantiation, as a module `torch.export` can trace."""
-        return EdgeLlamaGraph(self, ar_length)
+        return EdgeLlamaGraph(self, ar_length).eval()
 
     # -- transformers face -------------------------------------------------------------------
     @property

@@ -1,0 +1,224 @@
+"""The AR graphs as ONNX, both pointing into one shared `model.data` (Qualcomm AI Hub's upload form).
+
+```
+model_ar128_cl4096.onnx   graph of the prompt processor
+model_ar1_cl4096.onnx     graph of the token generator
+model.data                every weight once; both graphs reference the same offsets
+```
+
+Graph I/O names: `input_ids`, `attention_mask`, `position_cos`, `position_sin`, `past_key_{l}_in`,
+`past_value_{l}_in` → `logits`, `past_key_{l}_out`, `past_value_{l}_out`. Weight initializers carry the
+edge model's parameter names (`model.layers.0.self_attn.q_proj.0.weight`; a tied lm_head is
+`model.embed_tokens.weight`), which is what `model.encodings` refers to.
+
+How: torch's dynamo exporter without its optimizer (which renames and copies weights), our own
+light optimization with the weights declared graph inputs meanwhile so no pass can fold or rename
+them, then the weights streamed once into `model.data` and referenced from every graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import EdgeLlamaError
+from ..serialization.model_data import FILE_NAME as DATA_FILE
+from ..serialization.model_data import ModelDataError, TensorLocation, write_model_data
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from ..configuration_edge_llama import EdgeLlamaConfig
+    from ..modeling_edge_llama import EdgeLlamaForCausalLM
+
+
+class GraphMismatchError(EdgeLlamaError, ValueError):
+    """A graph in a checkpoint folder does not fit the folder's config."""
+
+
+def graph_file_name(ar_length: int, context_length: int) -> str:
+    return f"model_ar{ar_length}_cl{context_length}.onnx"
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """Graph input and output names, in the order the graph module's arguments flatten."""
+    layers = range(num_layers)
+    inputs = ["input_ids", "attention_mask", "position_cos", "position_sin"]
+    inputs += [f"past_key_{l}_in" for l in layers] + [f"past_value_{l}_in" for l in layers]
+    outputs = ["logits"] + [f"past_key_{l}_out" for l in layers] + [f"past_value_{l}_out" for l in layers]
+    return inputs, outputs
+
+
+def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Each parameter once under its first name, and every name → that canonical name."""
+    canonical: dict[str, torch.Tensor] = {}
+    first_name_of: dict[int, str] = {}
+    alias: dict[str, str] = {}
+    for name, tensor in model.named_parameters(remove_duplicate=False):
+        first = first_name_of.setdefault(id(tensor), name)
+        if first == name:
+            canonical[name] = tensor
+        alias[name] = first
+    return canonical, alias
+
+
+def export_onnx_graphs(
+    model: EdgeLlamaForCausalLM, output_dir: str | os.PathLike, keep_metadata: bool = False
+) -> dict[int, Path]:
+    """Writes one graph per AR length of `model.config` and the shared `model.data` into `output_dir`."""
+    import onnx_ir as ir
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    canonical, alias = canonical_parameters(model)
+    exported = {ar: _export_graph(model, ar, alias, keep_metadata) for ar in model.config.ar_lengths}
+    used = set().union(*(names for _, names in exported.values()))
+    locations = write_model_data(output_dir / DATA_FILE, ((n, t) for n, t in canonical.items() if n in used))
+    paths = {}
+    for ar, (onnx_model, names) in exported.items():
+        for name in names:
+            value = onnx_model.graph.initializers[name]
+            location = locations[name]
+            value.const_value = ir.ExternalTensor(
+                DATA_FILE, location.offset, location.length, value.const_value.dtype,
+                shape=value.const_value.shape, name=name, base_dir=str(output_dir),
+            )
+        paths[ar] = output_dir / graph_file_name(ar, model.config.context_length)
+        ir.save(onnx_model, str(paths[ar]))  # external tensors are written as references only
+    return paths
+
+
+def _export_graph(model, ar_length: int, alias: dict[str, str], keep_metadata: bool) -> tuple[ir.Model, set[str]]:
+    graph = model.graph(ar_length).eval()
+    inputs, outputs = io_names(model.config.num_hidden_layers)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            graph, graph.example_inputs(), dynamo=True, input_names=inputs, output_names=outputs,
+            optimize=False, verify=False, report=False,
+        )
+    onnx_model = program.model
+    del program
+    onnx_graph = onnx_model.graph
+    weights = []
+    for exported_name in list(onnx_graph.initializers):
+        # EdgeLlamaGraph holds the model as `.model`, so exported names are "model." + parameter names.
+        name = alias.get(exported_name.removeprefix("model.")) if exported_name.startswith("model.") else None
+        if name is None:
+            continue  # a constant the exporter made
+        value = onnx_graph.initializers[exported_name]
+        value.name = name
+        weights.append(value)
+    num_inputs = len(onnx_graph.inputs)
+    onnx_graph.inputs.extend(weights)  # declared inputs are never folded, deduplicated or renamed
+    _optimize(onnx_model)
+    del onnx_graph.inputs[num_inputs:]
+    if not keep_metadata:  # stack traces and FX text: ~95 % of the graph file
+        for node in onnx_graph:
+            node.metadata_props.clear()
+    for value in weights:
+        if onnx_graph.initializers.get(value.name) is not value:
+            raise RuntimeError(f"ONNX export lost the weight {value.name}")
+    return onnx_model, {value.name for value in weights}
+
+
+def _optimize(onnx_model) -> None:
+    """Inline, fold constants, deduplicate, drop the empty Conv biases the exporter adds.
+
+    onnxscript's full optimizer also runs a pattern rewriter that takes minutes on a 30-layer model
+    and here only removes those biases, which the last loop does directly.
+    """
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common
+    from onnxscript.optimizer import _constant_folding as folding
+
+    logging.getLogger("onnx_ir").setLevel(logging.ERROR)
+    fold = folding.FoldConstantsPass(
+        shape_inference=True,
+        input_size_limit=folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+        output_size_limit=folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT,
+        should_fold=lambda node: None,
+    )
+    ir.passes.Sequential(
+        common.InlinePass(),
+        fold,
+        common.RemoveUnusedNodesPass(),
+        fold,
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.RemoveUnusedNodesPass(),
+        common.NameFixPass(),
+    )(onnx_model)
+    for node in onnx_model.graph:
+        if node.op_type == "Conv" and node.domain == "" and len(node.inputs) == 3 and node.inputs[2] is None:
+            node.resize_inputs(2)
+
+
+def read_graph_weights(folder: str | os.PathLike, config: EdgeLlamaConfig) -> dict[str, TensorLocation]:
+    """Where every weight of the folder's graphs lives in `model.data`, checked against `config`.
+
+    Every AR graph the config names must exist, have the config's I/O shapes, and point at the same
+    bytes for the same weight. Nothing is read from `model.data` here.
+    """
+    import onnx
+
+    folder = Path(folder)
+    locations: dict[str, TensorLocation] = {}
+    inputs, _ = io_names(config.num_hidden_layers)
+    for ar in config.ar_lengths:
+        path = folder / graph_file_name(ar, config.context_length)
+        if not path.is_file():
+            found = sorted(p.name for p in folder.glob("model_ar*_cl*.onnx"))
+            raise GraphMismatchError(
+                f"{folder}: config.json asks for AR={ar} at CL={config.context_length}, so {path.name} should exist; "
+                f"found {found or 'no graphs'}. The folder is incomplete or its config was edited."
+            )
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception as error:  # noqa: BLE001 - protobuf raises several types
+            raise GraphMismatchError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from error
+        _check_io(path, graph, inputs, config, ar)
+        for initializer in graph.initializer:
+            if initializer.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = _external_location(path, initializer)
+            if locations.setdefault(initializer.name, location) != location:
+                raise GraphMismatchError(f"{path.name}: weight {initializer.name} points at other bytes than in the other graph")
+    return locations
+
+
+def _external_location(path: Path, initializer) -> TensorLocation:
+    info = {entry.key: entry.value for entry in initializer.external_data}
+    where = f"{path.name}: weight {initializer.name}"
+    location = info.get("location", "")
+    if location != DATA_FILE:
+        raise ModelDataError(f"{where} points at {location!r}; weights may only live in {DATA_FILE} beside the graph")
+    try:
+        offset, length = int(info.get("offset", 0)), int(info["length"])
+    except (KeyError, ValueError) as error:
+        raise ModelDataError(f"{where} has no valid offset/length") from error
+    return TensorLocation.from_onnx(initializer.name, initializer.data_type, initializer.dims, offset, length)
+
+
+def _check_io(path: Path, graph, inputs: list[str], config, ar: int) -> None:
+    found = [value.name for value in graph.input]
+    if found != inputs:
+        raise GraphMismatchError(
+            f"{path.name}: inputs {found[:6]}… do not match the config's {config.num_hidden_layers} layers "
+            f"(expected {inputs[:6]}…)"
+        )
+    expected = {
+        "input_ids": [1, ar],
+        "attention_mask": [1, 1, ar, config.context_length],
+        "past_key_0_in": [config.num_key_value_heads, 1, config.head_dim, config.context_length - ar],
+    }
+    for value in graph.input:
+        if value.name in expected:
+            dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+            if dims != expected[value.name]:
+                raise GraphMismatchError(f"{path.name}: input {value.name} has shape {dims}, the config implies {expected[value.name]}")
