@@ -22,11 +22,13 @@ from .errors import (
 )
 from .generation import EdgeRunner, GraphBackend, KVWindow, TorchGraphBackend
 from .modeling_edge_llama import EdgeLlamaForCausalLM, EdgeLlamaGraph, EdgeLlamaModel
+from .quantization.hf_integration import register as _register_quant_method
 
 __version__ = "0.1.0"
 
 AutoConfig.register(EdgeLlamaConfig.model_type, EdgeLlamaConfig, exist_ok=True)
 AutoModelForCausalLM.register(EdgeLlamaConfig, EdgeLlamaForCausalLM, exist_ok=True)
+_register_quant_method()
 
 __all__ = [
     "CheckpointNotFoundError",

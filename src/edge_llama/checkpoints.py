@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
 from ._io import atomic_directory
 from .configuration_edge_llama import EdgeLlamaConfig
-from .errors import CheckpointNotFoundError, TokenizerNotFoundError, UnsupportedCheckpointError
+from .errors import CheckpointNotFoundError, EdgeLlamaConfigError, TokenizerNotFoundError, UnsupportedCheckpointError
 from .presets import ModelPreset, find_preset, known_aliases
 
 if TYPE_CHECKING:
@@ -122,6 +122,13 @@ def convert_gguf(gguf_path: str | os.PathLike) -> Path:
     return target
 
 
+def is_quantized_config(config) -> bool:
+    quantization = getattr(config, "quantization_config", None)
+    if quantization is not None and not isinstance(quantization, dict):
+        quantization = quantization.to_dict()
+    return isinstance(quantization, dict) and quantization.get("quant_method") == "edge_llama"
+
+
 def _check_model_type(model_type: str, source) -> None:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedCheckpointError(
@@ -162,6 +169,8 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
 
     source, raw_config = load_config(name_or_path, **hub_kwargs)
     base_config = given_config if given_config is not None else raw_config
+    if is_quantized_config(base_config):
+        return _load_quantized_checkpoint(cls, name_or_path, source, base_config, edge_kwargs, hub_kwargs)
     config = EdgeLlamaConfig.from_llama_config(base_config, **edge_kwargs)
     config._name_or_path = source
 
@@ -174,7 +183,36 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
         model.lm_head.weight = model.model.embed_tokens.weight
     model.generation_config = reference.generation_config
     model.name_or_path = source
+    model.base_model_id, model.license = _provenance(name_or_path, source)
     return model.eval()
+
+
+def _provenance(name_or_path, source: str) -> tuple[str | None, str | None]:
+    """The hub id of the base model and its license, where known."""
+    preset = find_preset(str(name_or_path))
+    if preset is not None:
+        return preset.base_model, preset.license
+    if not Path(source).exists():
+        return source, None  # a hub id
+    return None, None
+
+
+def _load_quantized_checkpoint(cls, name_or_path, source: str, config, edge_kwargs: dict, hub_kwargs: dict):
+    from huggingface_hub import snapshot_download
+
+    from .serialization.quantized_folder import load_quantized
+
+    if edge_kwargs:
+        raise EdgeLlamaConfigError(
+            f"{name_or_path} is a quantized checkpoint with fixed graphs; {sorted(edge_kwargs)} cannot change on load. "
+            "Quantize the float model again with the settings you want."
+        )
+    folder = Path(source)
+    if not folder.is_dir():
+        folder = Path(snapshot_download(source, **{k: v for k, v in hub_kwargs.items() if k != "subfolder"}))
+    if not isinstance(config, EdgeLlamaConfig):
+        raise UnsupportedCheckpointError(f"{name_or_path}: an edge-llama quantized checkpoint must have model_type 'edge_llama'")
+    return load_quantized(cls, folder, config)
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **hub_kwargs):

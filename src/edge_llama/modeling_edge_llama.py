@@ -425,6 +425,12 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
         """Writes config, generation config and weights (HF names, safetensors) atomically."""
         from ._io import atomic_directory
 
+        if self.quantization is not None:
+            from .serialization.quantized_folder import save_quantized
+
+            if args or kwargs.get("push_to_hub"):
+                raise TypeError("save the quantized model with save_pretrained(folder), then push_to_hub(repo_id)")
+            return save_quantized(self, save_directory, tokenizer=kwargs.get("tokenizer"))
         if kwargs.get("push_to_hub"):
             return super().save_pretrained(save_directory, *args, **kwargs)
         with atomic_directory(save_directory) as staging:

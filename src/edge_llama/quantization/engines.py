@@ -29,6 +29,9 @@ class QuantizationEngine(Protocol):
     def restore(self, model: EdgeLlamaForCausalLM, recipe: Recipe, encodings: Encodings) -> None:
         """Turns a float model holding the saved weights back into the quantized model."""
 
+    def float_model(self, model: EdgeLlamaForCausalLM) -> EdgeLlamaForCausalLM:
+        """A plain edge model with the float weights to save (what `restore` starts from)."""
+
 
 _ENGINES = {
     "rtn": "edge_llama.quantization.engines:RoundToNearest",
@@ -80,3 +83,6 @@ class RoundToNearest:
 
     def restore(self, model, recipe, encodings) -> None:
         model.quantization.handle = encodings  # the saved weights are already on their grids
+
+    def float_model(self, model):
+        return model

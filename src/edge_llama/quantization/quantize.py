@@ -32,6 +32,8 @@ class QuantizationState:
     calibration: dict = field(default_factory=dict)
     use_seq_mse: bool = False
     seconds: float | None = None
+    base_model: str | None = None
+    license: str | None = None
     handle: Any = None  # engine-specific: encodings, a QuantSim, …
 
     def to_config(self) -> dict:
@@ -44,6 +46,9 @@ class QuantizationState:
             "activation_bits": self.recipe.activations.bits if self.recipe.activations else None,
             "calibration": dict(self.calibration),
             "use_seq_mse": self.use_seq_mse,
+            "quantization_seconds": self.seconds,
+            "base_model": self.base_model,
+            "license": self.license,
             "recipe_spec": self.recipe.to_dict(),
         }
 
@@ -82,7 +87,9 @@ def quantize_model(
             "sequence_length": sequence_length,
             "tokens": num_samples * sequence_length,
         }
-    quantized.quantization = QuantizationState(recipe, calibration_info, use_seq_mse)
+    quantized.quantization = QuantizationState(
+        recipe, calibration_info, use_seq_mse, base_model=getattr(model, "base_model_id", None), license=getattr(model, "license", None)
+    )
     started = time.perf_counter()
     engine.quantize(quantized, recipe, batches, use_seq_mse=use_seq_mse, **options)
     quantized.quantization.seconds = time.perf_counter() - started
@@ -108,4 +115,5 @@ def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe) -> EdgeLlamaFo
         copied.lm_head.weight = copied.model.embed_tokens.weight
     copied.generation_config = copy.deepcopy(model.generation_config)
     copied.name_or_path = model.name_or_path
+    copied.base_model_id, copied.license = getattr(model, "base_model_id", None), getattr(model, "license", None)
     return copied
