@@ -133,7 +133,7 @@ class Recipe:
     layout: dict[str, bool] = field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+    source: str = field(default="", compare=False)
 
     def weights_for(self, module_name: str) -> WeightScheme | None:
         """The weight scheme of the module called `module_name` (None: not quantized)."""
