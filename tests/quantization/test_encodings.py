@@ -72,11 +72,15 @@ def test_not_json(tmp_path):
 
 def test_check_params_names_missing_extra_and_wrong_channels():
     encodings = sample()
-    expected = {"q.weight": 2, "blk.weight": 4, "lpbq.weight": 2}
+    expected = {"q.weight": (2, 16), "blk.weight": (2, 128), "lpbq.weight": (2, 128)}
     encodings.check_params(expected)
     with pytest.raises(EncodingsError, match=r"no encoding for 1 .*'k.weight'"):
-        encodings.check_params({**expected, "k.weight": 2})
+        encodings.check_params({**expected, "k.weight": (2, 16)})
     with pytest.raises(EncodingsError, match=r"does not have.*'lpbq.weight'"):
-        encodings.check_params({"q.weight": 2, "blk.weight": 4})
+        encodings.check_params({"q.weight": (2, 16), "blk.weight": (2, 128)})
     with pytest.raises(EncodingsError, match="q.weight has 3 output channels but its encoding has 2 scales"):
-        encodings.check_params({**expected, "q.weight": 3})
+        encodings.check_params({**expected, "q.weight": (3, 16)})
+    with pytest.raises(EncodingsError, match="block_size 64 does not divide the 96 input channels"):
+        encodings.check_params({**expected, "blk.weight": (2, 96)})
+    with pytest.raises(EncodingsError, match="blk.weight has 2 output channels but its encoding has 4 scales"):
+        encodings.check_params({**expected, "blk.weight": (2, 64)})

@@ -50,9 +50,20 @@ class TensorEncoding:
     compressed_bw: int | None = None
     per_block_int_scale: list[int] | None = None
 
-    @property
-    def num_channels(self) -> int:
-        return len(self.scale)
+    def check_fits(self, shape: tuple[int, ...], source: str = "model.encodings") -> None:
+        """Checks the number of scales against a weight of `shape` (out, in, …)."""
+        channels, width = shape[0], (shape[1] if len(shape) > 1 else 1)
+        if self.enc_type == "PER_TENSOR":
+            return
+        where = f"{source}: {self.name}"
+        if self.enc_type in ("PER_BLOCK", "LPBQ") and width % self.block_size:
+            raise EncodingsError(f"{where}: block_size {self.block_size} does not divide the {width} input channels")
+        blocks = channels * (width // self.block_size) if self.block_size else channels
+        scales = channels if self.enc_type in ("PER_CHANNEL", "LPBQ") else blocks
+        if len(self.scale) != scales:
+            raise EncodingsError(f"{where} has {channels} output channels but its encoding has {len(self.scale)} scales (expected {scales})")
+        if self.enc_type == "LPBQ" and len(self.per_block_int_scale) != blocks:
+            raise EncodingsError(f"{where}: {len(self.per_block_int_scale)} block scales, expected {blocks}")
 
     def to_json(self) -> dict:
         entry = {
@@ -199,20 +210,16 @@ class Encodings:
             raise EncodingsError(f"{path}: not valid JSON ({error})") from error
         return cls.from_json(data, source=str(path))
 
-    def check_params(self, expected: dict[str, int], source: str = "model.encodings") -> None:
-        """Checks that the param encodings cover exactly `expected` (name → output channels)."""
+    def check_params(self, expected: dict[str, tuple[int, ...]], source: str = "model.encodings") -> None:
+        """Checks that the param encodings cover exactly `expected` (name → weight shape) and fit it."""
         missing = sorted(set(expected) - set(self.params))
         extra = sorted(set(self.params) - set(expected))
         if missing:
             raise EncodingsError(f"{source}: no encoding for {len(missing)} quantized weight(s), e.g. {missing[:3]}")
         if extra:
             raise EncodingsError(f"{source}: encodings for {len(extra)} tensor(s) the model does not have, e.g. {extra[:3]}")
-        for name, channels in expected.items():
-            encoding = self.params[name]
-            if encoding.enc_type != "PER_TENSOR" and encoding.num_channels != channels:
-                raise EncodingsError(
-                    f"{source}: {name} has {channels} output channels but its encoding has {encoding.num_channels} scales"
-                )
+        for name, shape in expected.items():
+            self.params[name].check_fits(shape, source)
 
 
 def _list(value, where: str) -> list:

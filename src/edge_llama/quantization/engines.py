@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 class QuantizationEngine(Protocol):
+    needs_calibration: bool
+
     def quantize(self, model: EdgeLlamaForCausalLM, recipe: Recipe, batches: list[torch.Tensor], **options) -> None:
         """Quantizes `model` in place (it is already a private copy in the recipe's layout)."""
 
@@ -64,6 +66,8 @@ def quantizable_weights(model: nn.Module):
 
 class RoundToNearest:
     """Weight-only round-to-nearest on min-max grids: the naive baseline every method must beat."""
+
+    needs_calibration = False
 
     def quantize(self, model, recipe, batches, **options) -> None:
         encodings = Encodings(quantizer_args={"quant_scheme": "rtn-minmax", "param_bitwidth": recipe.weights.bits})

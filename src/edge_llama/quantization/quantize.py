@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUANT_METHOD = "edge_llama"
-CALIBRATION_FREE_ENGINES = ("rtn",)
 
 
 @dataclass
@@ -73,7 +72,7 @@ def quantize_model(
     quantized = copy_with_layout(model, recipe)
     batches: list[torch.Tensor] = []
     calibration_info: dict = {}
-    if recipe.engine not in CALIBRATION_FREE_ENGINES:
+    if engine.needs_calibration:
         from ..checkpoints import load_tokenizer
         from ..data import calibration_batches, load_corpus
 
@@ -117,3 +116,15 @@ def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe) -> EdgeLlamaFo
     copied.name_or_path = model.name_or_path
     copied.base_model_id, copied.license = getattr(model, "base_model_id", None), getattr(model, "license", None)
     return copied
+
+
+def copy_plain(model: EdgeLlamaForCausalLM, replacements: dict[str, torch.Tensor]) -> EdgeLlamaForCausalLM:
+    """A plain (unquantized) edge model sharing `model`'s weights, with `replacements` by name."""
+    with torch.device("meta"):
+        plain = type(model)(model.config)
+    state = {name: replacements.get(name, tensor.detach()) for name, tensor in model.named_parameters(remove_duplicate=False)}
+    plain.load_state_dict(state, strict=True, assign=True)
+    if model.lm_head.weight is model.model.embed_tokens.weight:
+        plain.lm_head.weight = plain.model.embed_tokens.weight
+    plain.generation_config = model.generation_config
+    return plain.eval()

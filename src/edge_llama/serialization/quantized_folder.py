@@ -106,15 +106,15 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
     return model.eval()
 
 
-def expected_param_encodings(model, recipe) -> dict[str, int]:
-    """Weight name → output channels of every weight the recipe quantizes."""
+def expected_param_encodings(model, recipe) -> dict[str, tuple[int, ...]]:
+    """Weight name → shape of every weight the recipe quantizes."""
     expected = {
-        f"{name}.weight": module.weight.shape[0]
+        f"{name}.weight": tuple(module.weight.shape)
         for name, module in quantizable_weights(model)
         if recipe.weights_for(name) is not None and not _is_tied_head(model, name)
     }
     if recipe.embeddings is not None:
-        expected["model.embed_tokens.weight"] = model.model.embed_tokens.weight.shape[0]
+        expected["model.embed_tokens.weight"] = tuple(model.model.embed_tokens.weight.shape)
     return expected
 
 
