@@ -33,6 +33,7 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from .configuration_edge_llama import EdgeLlamaConfig
+from .ops import Add, Concat, MatMul, Mul, Rotary, Scale
 from .weight_layout import ProjectionLayout, keep_hf_layout
 
 
@@ -91,8 +92,12 @@ class EdgeLlamaMLP(LlamaMLP):
         self.gate_proj = _projection(config, hidden, inner, bias)
         self.up_proj = _projection(config, hidden, inner, bias)
         self.down_proj = _projection(config, inner, hidden, bias)
+        self.gate_mul = Mul()
         conv = config.use_conv_projections
         keep_hf_layout(self, [ProjectionLayout(name, None, conv) for name in ("gate_proj", "up_proj", "down_proj")])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.gate_mul(self.act_fn(self.gate_proj(x)), self.up_proj(x)))
 
 
 class EdgeLlamaAttention(LlamaAttention):
@@ -119,6 +124,18 @@ class EdgeLlamaAttention(LlamaAttention):
         self.k_proj = projections(self.num_key_value_heads)
         self.v_proj = projections(self.num_key_value_heads)
         self.o_proj = _projection(config, self.num_heads * head_dim, hidden, bias)
+        if self.split_heads:  # one op module per call site, so each activation can carry an encoding
+            n_q, n_kv = self.num_heads, self.num_key_value_heads
+            self.q_rope = nn.ModuleList(Rotary() for _ in range(n_q))
+            self.k_rope = nn.ModuleList(Rotary() for _ in range(n_kv))
+            self.k_cat = nn.ModuleList(Concat(dim=-1) for _ in range(n_kv))  # past keys ++ new keys
+            self.v_cat = nn.ModuleList(Concat(dim=-2) for _ in range(n_kv))  # past values ++ new values
+            self.qk_matmul = nn.ModuleList(MatMul() for _ in range(n_q))
+            self.qk_scale = nn.ModuleList(Scale(self.scaling) for _ in range(n_q))
+            self.mask_add = nn.ModuleList(Add() for _ in range(n_q))
+            self.softmax = nn.ModuleList(nn.Softmax(dim=-1) for _ in range(n_q))
+            self.pv_matmul = nn.ModuleList(MatMul() for _ in range(n_q))
+            self.head_cat = Concat(dim=-1, num_inputs=n_q)
         conv = config.use_conv_projections
         split = (lambda n: n) if self.split_heads else (lambda n: None)
         keep_hf_layout(
@@ -149,19 +166,21 @@ class EdgeLlamaAttention(LlamaAttention):
     def _split_head_attention(self, hidden_states, position_cos, position_sin, attention_mask, past_key, past_value):
         to_seq = self.layout.to_sequence
         cos, sin, mask = position_cos[:, 0], position_sin[:, 0], attention_mask[:, 0]  # (1, AR, ·)
-        queries = [apply_rotary(to_seq(proj(hidden_states)), cos, sin) for proj in self.q_proj]
-        new_keys = [apply_rotary(to_seq(proj(hidden_states)), cos, sin).transpose(1, 2) for proj in self.k_proj]
+        queries = [rope(to_seq(proj(hidden_states)), cos, sin) for proj, rope in zip(self.q_proj, self.q_rope)]
+        new_keys = [
+            rope(to_seq(proj(hidden_states)), cos, sin).transpose(1, 2) for proj, rope in zip(self.k_proj, self.k_rope)
+        ]
         new_values = [to_seq(proj(hidden_states)) for proj in self.v_proj]
         groups = self.num_key_value_groups
         head_outputs = []
         for kv_head in range(self.num_key_value_heads):
-            keys = torch.cat((past_key[kv_head], new_keys[kv_head]), dim=-1)  # (B, head_dim, CL)
-            values = torch.cat((past_value[kv_head], new_values[kv_head]), dim=-2)  # (B, CL, head_dim)
-            for query in queries[kv_head * groups : (kv_head + 1) * groups]:
-                scores = torch.matmul(query, keys) * self.scaling + mask
-                probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-                head_outputs.append(torch.matmul(probs, values))
-        return torch.cat(head_outputs, dim=-1), torch.stack(new_keys), torch.stack(new_values)
+            keys = self.k_cat[kv_head](past_key[kv_head], new_keys[kv_head])  # (B, head_dim, CL)
+            values = self.v_cat[kv_head](past_value[kv_head], new_values[kv_head])  # (B, CL, head_dim)
+            for head in range(kv_head * groups, (kv_head + 1) * groups):
+                scores = self.mask_add[head](self.qk_scale[head](self.qk_matmul[head](queries[head], keys)), mask)
+                probs = self.softmax[head](scores.float()).to(queries[head].dtype)
+                head_outputs.append(self.pv_matmul[head](probs, values))
+        return self.head_cat(*head_outputs), torch.stack(new_keys), torch.stack(new_values)
 
     def _batched_attention(self, hidden_states, position_cos, position_sin, attention_mask, past_key, past_value):
         to_seq = self.layout.to_sequence
@@ -194,6 +213,7 @@ class EdgeLlamaDecoderLayer(LlamaDecoderLayer):
         channels_first = config.use_conv_projections
         self.input_layernorm = EdgeLlamaRMSNorm(config.hidden_size, config.rms_norm_eps, channels_first)
         self.post_attention_layernorm = EdgeLlamaRMSNorm(config.hidden_size, config.rms_norm_eps, channels_first)
+        self.attn_residual, self.mlp_residual = Add(), Add()
 
     def forward(
         self,
@@ -207,8 +227,8 @@ class EdgeLlamaDecoderLayer(LlamaDecoderLayer):
         attn_output, key_out, value_out = self.self_attn(
             self.input_layernorm(hidden_states), position_cos, position_sin, attention_mask, past_key, past_value
         )
-        hidden_states = hidden_states + attn_output
-        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        hidden_states = self.attn_residual(hidden_states, attn_output)
+        hidden_states = self.mlp_residual(hidden_states, self.mlp(self.post_attention_layernorm(hidden_states)))
         return hidden_states, key_out, value_out
 
 
