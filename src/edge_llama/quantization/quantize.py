@@ -122,7 +122,12 @@ def copy_plain(model: EdgeLlamaForCausalLM, replacements: dict[str, torch.Tensor
     """A plain (unquantized) edge model sharing `model`'s weights, with `replacements` by name."""
     with torch.device("meta"):
         plain = type(model)(model.config)
-    state = {name: replacements.get(name, tensor.detach()) for name, tensor in model.named_parameters(remove_duplicate=False)}
+    wanted = dict(plain.named_parameters(remove_duplicate=False))  # not the simulators' quantizer parameters
+    state = {
+        name: replacements.get(name, tensor.detach())
+        for name, tensor in model.named_parameters(remove_duplicate=False)
+        if name in wanted
+    }
     plain.load_state_dict(state, strict=True, assign=True)
     if model.lm_head.weight is model.model.embed_tokens.weight:
         plain.lm_head.weight = plain.model.embed_tokens.weight

@@ -91,7 +91,9 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     encodings = Encodings.read(folder / ENCODINGS_FILE)
-    encodings.check_params(expected_param_encodings(model, recipe), source=str(folder / ENCODINGS_FILE))
+    engine = get_engine(recipe.engine)
+    expected_params = getattr(engine, "expected_params", expected_param_encodings)(model, recipe)
+    encodings.check_params(expected_params, source=str(folder / ENCODINGS_FILE))
     model.quantization = QuantizationState(
         recipe,
         settings.get("calibration", {}),
@@ -100,7 +102,7 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
         base_model=settings.get("base_model"),
         license=settings.get("license"),
     )
-    get_engine(recipe.engine).restore(model, recipe, encodings)
+    engine.restore(model, recipe, encodings)
     model.config.quantization_config = settings
     model.name_or_path = str(folder)
     return model.eval()
