@@ -90,6 +90,8 @@ class AimetEngine:
             from aimet_torch.seq_mse import apply_seq_mse
 
             apply_seq_mse(sim, calls, num_candidates=int(recipe.option("seq_mse_candidates", 20)))
+        elif recipe.option("weight_range", "minmax") == "mse":
+            _search_weight_ranges(model, int(recipe.option("weight_range_candidates", 20)))
 
         def forward_pass(graph_module, sequences):
             runner = graph_module.model.runner
@@ -269,6 +271,30 @@ def _place_quantizers(sim, model, recipe) -> None:
     model.model.norm.output_quantizers[0] = act()
     model.lm_head.output_quantizers[0] = act()
     model.__dict__["graph_io_quantizers"] = {"attention_mask": mask_q, "position_cos": cos_q, "position_sin": sin_q}
+
+
+@torch.no_grad()
+def _search_weight_ranges(model, candidates: int) -> None:
+    """Per output channel, the clipping of a symmetric weight grid that minimizes the weight's squared
+    rounding error (min-max wastes int4 levels on outliers). Frozen, so calibration keeps them."""
+    for module in model.modules():
+        if not isinstance(module, BaseQuantizationMixin) or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        quantizer = module.param_quantizers["weight"]
+        if type(quantizer) is not QuantizeDequantize or not quantizer.symmetric or not quantizer.signed:
+            continue
+        weight = module.weight.detach().reshape(module.weight.shape[0], -1).float()
+        absmax = weight.abs().amax(dim=1).clamp_min(1e-12)
+        best_scale, best_error = absmax / quantizer.qmax, torch.full_like(absmax, float("inf"))
+        for step in range(candidates):
+            scale = absmax * (1.0 - 0.5 * step / candidates) / quantizer.qmax
+            codes = torch.clamp(torch.round(weight / scale[:, None]), quantizer.qmin, quantizer.qmax)
+            error = (codes * scale[:, None] - weight).pow(2).sum(dim=1)
+            better = error < best_error
+            best_error, best_scale = torch.where(better, error, best_error), torch.where(better, scale, best_scale)
+        best_scale = best_scale.reshape(quantizer.shape)
+        quantizer.set_range(best_scale * quantizer.qmin, best_scale * quantizer.qmax)
+        quantizer.allow_overwrite(False)
 
 
 def _weight_quantizer(module: nn.Module, scheme):

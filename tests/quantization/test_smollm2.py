@@ -1,0 +1,47 @@
+"""The recipes on the real SmolLM2-135M: quantize, answer, and round-trip bit for bit (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edge_llama import EdgeLlamaForCausalLM
+from edge_llama.generation.chat import encode_prompt
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2(default_model_path):
+    return EdgeLlamaForCausalLM.from_pretrained(default_model_path, context_length=256)
+
+
+def probe(model, tokenizer):
+    ids = tokenizer("The lighthouse keeper wrote down the weather every morning.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def answer(model, tokenizer, max_new_tokens=8) -> str:
+    ids = encode_prompt(tokenizer, "What is the capital of France?")
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize(
+    "recipe, options",
+    [
+        ("w4a16", dict(num_samples=1, sequence_length=128)),
+        ("8da4w", {}),
+        ("w4-awq", dict(num_samples=2, sequence_length=256, awq_grid=5, progress=False)),
+    ],
+)
+def test_recipe_on_smollm2(recipe, options, smollm2, default_tokenizer, tmp_path):
+    quantized = smollm2.quantize(recipe, **options)
+    text = answer(quantized, default_tokenizer)
+    words = text.split()
+    assert words and text.strip()[0].isupper() and len(set(words)) > len(words) // 2, text  # a sentence, not a loop
+    expected = probe(quantized, default_tokenizer)
+    quantized.save_pretrained(tmp_path / recipe)
+    again = EdgeLlamaForCausalLM.from_pretrained(tmp_path / recipe)
+    assert torch.equal(probe(again, default_tokenizer), expected)
