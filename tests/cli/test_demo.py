@@ -70,3 +70,21 @@ def test_demo_raw_and_quiet():
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     assert "Model:" not in result.stdout and "tokens/s" not in result.stdout  # --quiet prints the answer only
+
+
+def test_quantize_command_writes_a_loadable_folder(tmp_path, capsys):
+    from edge_llama import EdgeLlamaForCausalLM
+
+    tiny_llama().save_pretrained(tmp_path / "llama")
+    code = main(["quantize", "--checkpoint", str(tmp_path / "llama"), "--recipe", "w4-rtn", "--context-length", "256", "-o", str(tmp_path / "q")])
+    assert code == 0, capsys.readouterr().err
+    assert "w4-rtn" in capsys.readouterr().out
+    assert EdgeLlamaForCausalLM.from_pretrained(tmp_path / "q").quantization.recipe.name == "w4-rtn"
+
+
+def test_quantize_unknown_recipe_is_one_clear_line(tmp_path, capsys):
+    tiny_llama().save_pretrained(tmp_path / "llama")
+    code = main(["quantize", "--checkpoint", str(tmp_path / "llama"), "--recipe", "w3a7", "--context-length", "256", "-o", str(tmp_path / "q")])
+    assert code == 2
+    assert "unknown recipe 'w3a7'" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

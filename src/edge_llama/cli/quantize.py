@@ -1,0 +1,52 @@
+"""`edge-llama quantize`: a checkpoint and a recipe in, a quantized checkpoint folder out."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    from edge_llama.quantization.recipe import available_recipes
+
+    parser = commands.add_parser(
+        "quantize",
+        help="Quantize a checkpoint with a recipe and save the quantized folder.",
+        description=(
+            "Quantizes a checkpoint with a recipe (QNN recipes on aimet-torch, 8da4w on torchao, AWQ, RTN), "
+            "calibrating on held-apart text, and writes the quantized checkpoint folder: model.encodings, "
+            "model.data, the AR graphs, config, tokenizer and a model card."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", default="DEFAULT", help="An alias, a checkpoint folder, a hub id or a .gguf file.")
+    parser.add_argument("--recipe", default="w4a16", help=f"A recipe ({', '.join(available_recipes())}) or a recipe .yaml path.")
+    parser.add_argument("--calibration-data", default=None, help="Text source: a local file/folder/saved dataset or 'wikitext-2' (default: the offline corpus).")
+    parser.add_argument("--num-samples", type=int, default=None, help="Calibration sequences (default: the recipe's).")
+    parser.add_argument("--sequence-length", type=int, default=None, help="Tokens per calibration sequence (default: min(CL, 512)).")
+    parser.add_argument("--use-seq-mse", action="store_true", help="Choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
+    parser.add_argument("--context-length", type=int, default=None, help="CL of the static graphs (default: the checkpoint's, else 4096).")
+    parser.add_argument("-o", "--output-dir", required=True, help="Where to write the quantized checkpoint folder.")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_llama import EdgeLlamaForCausalLM
+    from edge_llama.quantization.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)  # a bad recipe should fail before the slow part
+    model = EdgeLlamaForCausalLM.from_pretrained(args.checkpoint, context_length=args.context_length)
+    logger.info("Quantizing %s with %s …", args.checkpoint, args.recipe)
+    quantized = model.quantize(
+        recipe,
+        calibration=args.calibration_data,
+        num_samples=args.num_samples,
+        sequence_length=args.sequence_length,
+        use_seq_mse=args.use_seq_mse,
+    )
+    quantized.save_pretrained(args.output_dir)
+    state = quantized.quantization
+    print(f"{args.checkpoint} → {args.output_dir}: {state.recipe.name} in {state.seconds:.1f} s")
+    return 0
