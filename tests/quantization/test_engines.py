@@ -64,6 +64,18 @@ def test_round_trip_is_bit_identical(recipe, quantized, tmp_path):
     assert torch.equal(probe_logits(again), probe_logits(model))
 
 
+@pytest.mark.parametrize("recipe", ["w4a16", "w8a16", "8da4w", "w4-awq"])
+def test_push_to_hub_and_back_is_bit_identical(recipe, quantized, tmp_path, monkeypatch):
+    from ..loopback_hub import LoopbackHub, point_hf_client_at
+
+    model = quantized(recipe)
+    with LoopbackHub() as hub:
+        point_hf_client_at(hub.endpoint, monkeypatch, tmp_path / "hf-cache")
+        model.push_to_hub(f"edge-tests/tiny-{recipe}")
+        pulled = EdgeLlamaForCausalLM.from_pretrained(f"edge-tests/tiny-{recipe}", cache_dir=str(tmp_path / "download"))
+    assert torch.equal(probe_logits(pulled), probe_logits(model))
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_quantized_weight_has_a_param_encoding(recipe, quantized):
     model = quantized(recipe)

@@ -27,6 +27,7 @@ from aimet_torch.nn import BaseQuantizationMixin, QuantizationMixin
 from aimet_torch.onnx_utils import map_torch_types_to_onnx
 from aimet_torch.quantization.affine import GroupedBlockQuantizeDequantize, QuantizeDequantize
 from aimet_torch.quantsim import QuantizationSimModel
+from tqdm.auto import tqdm
 
 from ..modeling_edge_llama import EdgeLlamaRMSNorm
 from ..ops import Add, Concat, MatMul, Mul, Scale, Sub
@@ -83,7 +84,7 @@ if EdgeLlamaRMSNorm not in map_torch_types_to_onnx:
 class AimetEngine:
     needs_calibration = True
 
-    def quantize(self, model, recipe, batches, use_seq_mse: bool = False, **options) -> None:
+    def quantize(self, model, recipe, batches, use_seq_mse: bool = False, progress: bool = True, **options) -> None:
         calls = _record_calls(model, batches) if use_seq_mse else None
         sim = _build_sim(model, recipe)
         if calls is not None:
@@ -95,7 +96,7 @@ class AimetEngine:
 
         def forward_pass(graph_module, sequences):
             runner = graph_module.model.runner
-            for tokens in sequences:
+            for tokens in tqdm(sequences, desc="calibration", unit="seq", disable=not progress):
                 runner.process(tokens.view(-1), runner.new_window())
 
         sim.compute_encodings(forward_pass, batches)

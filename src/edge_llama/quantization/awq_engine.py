@@ -34,7 +34,7 @@ class AwqEngine:
         grid = int(options.get("awq_grid", recipe.option("awq_grid", 20)))
         max_tokens = int(options.get("awq_max_tokens", recipe.option("awq_max_tokens", 2048)))
         with torch.no_grad():
-            inputs = _capture_inputs(model, batches, max_tokens)
+            inputs = _capture_inputs(model, tqdm(batches, desc="calibration", unit="seq", disable=not progress), max_tokens)
             for index, layer in enumerate(tqdm(model.model.layers, desc="AWQ scales", disable=not progress)):
                 self._scale_layer(model, recipe, layer, index, inputs, grid)
             encodings = Encodings(quantizer_args={"quant_scheme": "awq", "param_bitwidth": recipe.weights.bits})
