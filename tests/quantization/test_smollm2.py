@@ -32,6 +32,7 @@ def answer(model, tokenizer, max_new_tokens=8) -> str:
     "recipe, options",
     [
         ("w4a16", dict(num_samples=1, sequence_length=128)),
+        ("w8a16", dict(num_samples=1, sequence_length=128)),
         ("8da4w", {}),
         ("w4-awq", dict(num_samples=2, sequence_length=256, awq_grid=5, progress=False)),
     ],
