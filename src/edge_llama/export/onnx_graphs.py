@@ -18,6 +18,8 @@ them, then the weights streamed once into `model.data` and referenced from every
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -95,11 +97,13 @@ def export_onnx_graphs(
 def _export_graph(model, ar_length: int, alias: dict[str, str], keep_metadata: bool) -> tuple[ir.Model, set[str]]:
     graph = model.graph(ar_length).eval()
     inputs, outputs = io_names(model.config.num_hidden_layers)
-    with torch.no_grad():
+    # The exporter prints its progress to stdout; keep it for --verbose logs instead.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()) as chatter:
         program = torch.onnx.export(
             graph, graph.example_inputs(), dynamo=True, input_names=inputs, output_names=outputs,
             optimize=False, verify=False, report=False,
         )
+    logging.getLogger(__name__).debug(chatter.getvalue())
     onnx_model = program.model
     del program
     onnx_graph = onnx_model.graph
