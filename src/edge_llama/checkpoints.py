@@ -95,11 +95,12 @@ def convert_gguf(gguf_path: str | os.PathLike) -> Path:
     """Converts a Llama GGUF file into a cached safetensors folder (once) and returns the folder.
 
     The weights are dequantized to float32; tokenizer and chat template come along. The cache key is
-    the file's name, size and modification time, so a changed file converts again.
+    the file's size and the hash of its first and last MiB, so the same file installed in several
+    virtual environments converts once, and a changed file converts again.
     """
     gguf_path = Path(gguf_path).resolve()
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = _content_key(gguf_path, stat.st_size)
     target = cache_dir() / "models" / f"{gguf_path.stem}-{key}"
     if (target / _CONVERSION_MARKER).is_file():
         return target
@@ -127,6 +128,15 @@ def is_quantized_config(config) -> bool:
     if quantization is not None and not isinstance(quantization, dict):
         quantization = quantization.to_dict()
     return isinstance(quantization, dict) and quantization.get("quant_method") == "edge_llama"
+
+
+def _content_key(path: Path, size: int, sample: int = 1 << 20) -> str:
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(sample))
+        handle.seek(max(0, size - sample))
+        digest.update(handle.read(sample))
+    return digest.hexdigest()[:12]
 
 
 def _check_model_type(model_type: str, source) -> None:
