@@ -9,17 +9,14 @@ processor); decode: 64 new tokens (token generator). Medians over --repeats runs
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import transformers
+from _results import write_results
 from transformers import LlamaForCausalLM
 
-import edge_llama
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer, resolve_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
@@ -71,21 +68,17 @@ def main() -> None:
         print(f"{name:<45} prompt {rows[-1]['prompt_tokens_per_s']:8.1f} tok/s   decode {decode:6.1f} tok/s", flush=True)
         del model
 
-    result = {
-        "command": "benchmarks/host_generation.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "output"),
-        "checkpoint": args.checkpoint,
-        "context_length": args.context_length,
-        "prompt_tokens": args.prompt_tokens,
-        "new_tokens": args.new_tokens,
-        "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "versions": {"edge_llama": edge_llama.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "rows": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_results(
+        args,
+        {
+            "checkpoint": args.checkpoint,
+            "context_length": args.context_length,
+            "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.new_tokens,
+            "repeats": args.repeats,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

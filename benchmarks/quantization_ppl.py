@@ -10,15 +10,12 @@ reference. Prints a table and writes benchmarks/results/quantization_ppl.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import torch
-import transformers
+from _results import write_results
 from transformers import LlamaForCausalLM
 
-import edge_llama
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer, resolve_checkpoint
 from edge_llama.evaluation import perplexity
 
@@ -56,17 +53,7 @@ def main() -> None:
         rows.append({"variant": recipe, "ppl": value, "delta_percent": 100 * (value / base - 1), "seconds": seconds})
         print(f"{recipe:<26} ppl {value:8.3f}  Δ {100 * (value / base - 1):+7.1f} %  quantized in {seconds:6.0f} s", flush=True)
         del quantized
-    result = {
-        "command": "benchmarks/quantization_ppl.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "output"
-        ),
-        "evaluation_tokens": args.windows * (args.context_length - 1),
-        "versions": {"edge_llama": edge_llama.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "rows": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_results(args, {"evaluation_tokens": args.windows * (args.context_length - 1), "rows": rows})
 
 
 if __name__ == "__main__":

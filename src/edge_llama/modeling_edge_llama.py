@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import GenerationConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import (
     LlamaAttention,
