@@ -168,6 +168,7 @@ def load_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tuple[str, obj
 def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> EdgeLlamaForCausalLM:
     """`EdgeLlamaForCausalLM.from_pretrained`: see its docstring."""
     edge_kwargs = {key: kwargs.pop(key) for key in EDGE_CONFIG_KWARGS if key in kwargs}
+    edge_kwargs = {key: value for key, value in edge_kwargs.items() if value is not None}  # None: keep the checkpoint's
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or torch.float32
     given_config = kwargs.pop("config", None)

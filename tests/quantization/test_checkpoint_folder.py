@@ -74,6 +74,10 @@ def test_plain_transformers_refuses_instead_of_loading_float(saved):
         LlamaForCausalLM.from_pretrained(saved)
 
 
+def test_demo_style_load_with_defaults_works(saved):
+    assert EdgeLlamaForCausalLM.from_pretrained(saved, context_length=None).quantization is not None
+
+
 def test_geometry_cannot_change_on_load(saved):
     with pytest.raises(EdgeLlamaConfigError, match="fixed graphs"):
         EdgeLlamaForCausalLM.from_pretrained(saved, context_length=128)
