@@ -74,6 +74,8 @@ def export_onnx_graphs(
     """Writes one graph per AR length of `model.config` and the shared `model.data` into `output_dir`."""
     import onnx_ir as ir
 
+    for name in ("onnx_ir", "onnxscript"):  # pass-by-pass chatter, e.g. "skipping constant folding for a graph input"
+        logging.getLogger(name).setLevel(logging.ERROR)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     canonical, alias = canonical_parameters(model)
@@ -139,7 +141,6 @@ def _optimize(onnx_model) -> None:
     import onnx_ir.passes.common as common
     from onnxscript.optimizer import _constant_folding as folding
 
-    logging.getLogger("onnx_ir").setLevel(logging.ERROR)
     fold = folding.FoldConstantsPass(
         shape_inference=True,
         input_size_limit=folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
