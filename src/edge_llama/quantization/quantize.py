@@ -74,14 +74,15 @@ def quantize_model(
     calibration_info: dict = {}
     if engine.needs_calibration:
         from ..checkpoints import load_tokenizer
-        from ..data import calibration_batches, load_corpus
+        from ..data import calibration_batches
+        from ..data.text import DEFAULT_CORPUS
 
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model.name_or_path)
         num_samples = num_samples or recipe.option("calibration_samples", 20)
         sequence_length = sequence_length or min(model.config.context_length, recipe.option("calibration_sequence_length", 512))
         batches = calibration_batches(tokenizer, calibration, num_samples, sequence_length)
         calibration_info = {
-            "source": load_corpus(calibration, "calibration").name,
+            "source": DEFAULT_CORPUS if calibration is None else str(calibration),  # what load_corpus names it
             "num_samples": num_samples,
             "sequence_length": sequence_length,
             "tokens": num_samples * sequence_length,
