@@ -23,6 +23,7 @@ import io
 import logging
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +31,7 @@ import torch
 from ..errors import EdgeLlamaError
 from ..serialization.model_data import FILE_NAME as DATA_FILE
 from ..serialization.model_data import ModelDataError, TensorLocation, write_model_data
+from .value_names import name_activation_values
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -69,9 +71,16 @@ def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor
 
 
 def export_onnx_graphs(
-    model: EdgeLlamaForCausalLM, output_dir: str | os.PathLike, keep_metadata: bool = False
+    model: EdgeLlamaForCausalLM,
+    output_dir: str | os.PathLike,
+    keep_metadata: bool = False,
+    activation_names: Iterable[str] = (),
 ) -> dict[int, Path]:
-    """Writes one graph per AR length of `model.config` and the shared `model.data` into `output_dir`."""
+    """Writes one graph per AR length of `model.config` and the shared `model.data` into `output_dir`.
+
+    `activation_names` are the activation encodings the graphs must carry: their values are renamed
+    after them (`model.layers.0.mlp.down_proj:output0`, see `value_names`).
+    """
     import onnx_ir as ir
 
     for name in ("onnx_ir", "onnxscript"):  # pass-by-pass chatter, e.g. "skipping constant folding for a graph input"
@@ -79,7 +88,8 @@ def export_onnx_graphs(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     canonical, alias = canonical_parameters(model)
-    exported = {ar: _export_graph(model, ar, alias, keep_metadata) for ar in model.config.ar_lengths}
+    activation_names = list(activation_names)
+    exported = {ar: _export_graph(model, ar, alias, keep_metadata, activation_names) for ar in model.config.ar_lengths}
     used = set().union(*(names for _, names in exported.values()))
     locations = write_model_data(output_dir / DATA_FILE, ((n, t) for n, t in canonical.items() if n in used))
     paths = {}
@@ -96,7 +106,9 @@ def export_onnx_graphs(
     return paths
 
 
-def _export_graph(model, ar_length: int, alias: dict[str, str], keep_metadata: bool) -> tuple[ir.Model, set[str]]:
+def _export_graph(
+    model, ar_length: int, alias: dict[str, str], keep_metadata: bool, activation_names: list[str]
+) -> tuple[ir.Model, set[str]]:
     graph = model.graph(ar_length).eval()
     inputs, outputs = io_names(model.config.num_hidden_layers)
     # The exporter prints its progress to stdout; keep it for --verbose logs instead.
@@ -118,6 +130,8 @@ def _export_graph(model, ar_length: int, alias: dict[str, str], keep_metadata: b
         value = onnx_graph.initializers[exported_name]
         value.name = name
         weights.append(value)
+    # EdgeLlamaGraph's modules are traced under "model." (scopes read "model.model.layers.0…").
+    name_activation_values(onnx_graph, activation_names, scope_prefix="model.")
     num_inputs = len(onnx_graph.inputs)
     onnx_graph.inputs.extend(weights)  # declared inputs are never folded, deduplicated or renamed
     _optimize(onnx_model)
@@ -128,6 +142,10 @@ def _export_graph(model, ar_length: int, alias: dict[str, str], keep_metadata: b
     for value in weights:
         if onnx_graph.initializers.get(value.name) is not value:
             raise RuntimeError(f"ONNX export lost the weight {value.name}")
+    values = {value.name for node in onnx_graph for value in node.outputs} | {value.name for value in onnx_graph.inputs}
+    lost = [name for name in activation_names if name not in values]
+    if lost:
+        raise RuntimeError(f"ONNX optimization removed {len(lost)} encoded value(s) from the AR={ar_length} graph, e.g. {lost[:3]}")
     return onnx_model, {value.name for value in weights}
 
 

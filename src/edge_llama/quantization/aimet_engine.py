@@ -11,7 +11,9 @@ into a freshly built simulation exactly (bit-identical logits after reload).
 
 Encoding names: weights use the parameter names of the graphs (`model.layers.0.self_attn.q_proj.0.weight`);
 graph inputs and outputs use their graph names (`attention_mask`, `position_cos`, `past_key_0_in`,
-`past_key_0_out`, …); other activations `<module>:output0` / `<module>:input1`.
+`past_key_0_out`, `logits`, …); other activations `<module>:output0` / `<module>:input1`, which the
+ONNX export gives to the module's boundary value (`export/value_names.py`), so every encoding names
+a value of the saved graphs.
 """
 
 from __future__ import annotations
@@ -271,7 +273,9 @@ def _place_quantizers(sim, model, recipe) -> None:
         layer.mlp_residual.output_quantizers[0] = act()
     model.model.norm.output_quantizers[0] = act()
     model.lm_head.output_quantizers[0] = act()
-    model.__dict__["graph_io_quantizers"] = {"attention_mask": mask_q, "position_cos": cos_q, "position_sin": sin_q}
+    model.__dict__["graph_io_quantizers"] = {
+        "attention_mask": mask_q, "position_cos": cos_q, "position_sin": sin_q, "logits": model.lm_head.output_quantizers[0],
+    }
 
 
 @torch.no_grad()
@@ -312,20 +316,26 @@ def _weight_quantizer(module: nn.Module, scheme):
 
 def _named_quantizers(model):
     """`(encoding name, "param"|"activation", quantizer)` for every slot that holds a quantizer, in a
-    deterministic order; graph inputs and outputs also appear under their graph names."""
+    deterministic order. Each name is a value of the exported graphs (see `export.value_names`): a
+    module's input that is (a view of) a graph input, and lm_head's output (`logits`), go by their
+    graph names only."""
+    graph_io = model.__dict__.get("graph_io_quantizers", {})
+    kv = [quantizer for layer in model.model.layers for quantizer in layer.__dict__.get("kv_quantizers", ())]
+    graph_inputs = {id(quantizer) for quantizer in (*graph_io.values(), *kv)}
+    graph_outputs = {id(quantizer) for quantizer in graph_io.values()}
     for module_name, module in model.named_modules():
         if not isinstance(module, BaseQuantizationMixin):
             continue
         for index, quantizer in enumerate(module.input_quantizers):
-            if quantizer is not None:
+            if quantizer is not None and id(quantizer) not in graph_inputs:
                 yield f"{module_name}:input{index}", "activation", quantizer
         for index, quantizer in enumerate(module.output_quantizers):
-            if quantizer is not None:
+            if quantizer is not None and id(quantizer) not in graph_outputs:
                 yield f"{module_name}:output{index}", "activation", quantizer
         for param_name, quantizer in module.param_quantizers.items():
             if quantizer is not None:
                 yield f"{module_name}.{param_name}", "param", quantizer
-    for name, quantizer in model.__dict__.get("graph_io_quantizers", {}).items():
+    for name, quantizer in graph_io.items():
         yield name, "activation", quantizer
     for index, layer in enumerate(model.model.layers):
         key_q, value_q = layer.__dict__["kv_quantizers"]

@@ -46,9 +46,9 @@ def save_quantized(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, token
 
     engine = get_engine(model.quantization.recipe.engine)
     with atomic_directory(folder) as staging:
-        float_model = engine.float_model(model)
-        export_onnx_graphs(float_model, staging)
-        engine.encodings(model).write(staging / ENCODINGS_FILE)
+        encodings = engine.encodings(model)
+        export_onnx_graphs(engine.float_model(model), staging, activation_names=encodings.activations)
+        encodings.write(staging / ENCODINGS_FILE)
         model.config.quantization_config = model.quantization.to_config()
         model.config.save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
