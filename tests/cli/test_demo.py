@@ -12,6 +12,7 @@ import pytest
 from edge_llama.cli.main import main
 
 from ..conftest import tiny_llama
+from . import error_lines
 
 
 def test_help_lists_every_option(capsys):
@@ -32,7 +33,7 @@ def test_top_level_help_names_demo(capsys):
 def test_bad_checkpoint_is_one_clear_line(tmp_path, capsys):
     code = main(["demo", "--checkpoint", str(tmp_path / "missing" / "model")])
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "checkpoint folder not found" in err[0] and "Traceback" not in err[0]
 
 

@@ -9,6 +9,7 @@ import pytest
 from edge_llama.cli.main import main
 
 from ..conftest import tiny_llama
+from . import error_lines
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_float_and_quantized_checkpoints_print_a_table_and_write_json(checkpoint
 def test_bad_input_is_one_clear_line(checkpoints, arguments, message, capsys):
     code = main(["evaluate", "--checkpoint", str(checkpoints / "float"), *arguments])
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and message in err[0]
 
 
