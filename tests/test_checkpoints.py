@@ -120,3 +120,26 @@ def test_hub_id_loads_from_the_offline_hf_cache(tmp_path, monkeypatch):
     )
     state = edge.state_dict()
     assert all(torch.equal(state[key], tensor) for key, tensor in reference.state_dict().items())
+
+
+def test_model_presets_carry_their_split_and_context_defaults():
+    from edge_llama.presets import find_preset
+
+    assert find_preset("llama-2-7b-chat").defaults == {"context_length": 1024, "num_parts": 4}
+    assert find_preset("llama-3-8b-instruct").defaults["num_parts"] == 5
+    assert find_preset("llama-3.2-3b-instruct").defaults["num_parts"] == 3
+    assert resolve_checkpoint("llama-3.2-3b-instruct") == "meta-llama/Llama-3.2-3B-Instruct"  # a hub id
+
+
+def test_default_model_loads_with_its_preset_parts_unless_overridden():
+    from edge_llama import EdgeLlamaForCausalLM
+
+    assert EdgeLlamaForCausalLM.from_pretrained("DEFAULT", context_length=256).config.num_parts == 2
+    assert EdgeLlamaForCausalLM.from_pretrained("DEFAULT", context_length=256, num_parts=4).config.num_parts == 4
+
+
+def test_impossible_num_parts_is_refused():
+    from edge_llama import EdgeLlamaConfig, EdgeLlamaConfigError
+
+    with pytest.raises(EdgeLlamaConfigError, match="num_parts must be from 2 to num_hidden_layers \\+ 1 = 3"):
+        EdgeLlamaConfig(num_hidden_layers=2, num_parts=5)

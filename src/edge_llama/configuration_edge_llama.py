@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import warnings
 
 from huggingface_hub.dataclasses import strict
@@ -32,6 +34,10 @@ class EdgeLlamaConfig(LlamaConfig):
         attention_mask_value (`float`, defaults to -50.0):
             The additive value of a masked position. A finite value keeps the mask quantizable
             (16-bit activations cannot represent -inf).
+        num_parts (`int`, *optional*):
+            How many graphs `split()` and the device exports cut the model into (the embedding, then
+            the decoder layers spread over the rest). Default: the model preset's, else
+            `default_num_parts()`: parts of at most about 1.2 GB of 4-bit weights.
 
     Example:
 
@@ -51,6 +57,7 @@ class EdgeLlamaConfig(LlamaConfig):
     use_split_head_attention: bool = True
     use_conv_projections: bool = True
     attention_mask_value: float = -50.0
+    num_parts: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.ar_lengths is None:
@@ -69,12 +76,27 @@ class EdgeLlamaConfig(LlamaConfig):
                 f"with context_length={self.context_length}. Raise context_length or lower the AR length "
                 "(the graph keeps CL - AR past entries, so AR must leave room for at least one)."
             )
+        if self.num_parts is not None and not 2 <= self.num_parts <= self.num_hidden_layers + 1:
+            raise EdgeLlamaConfigError(
+                f"num_parts must be from 2 to num_hidden_layers + 1 = {self.num_hidden_layers + 1}, got {self.num_parts}."
+            )
         if self.context_length > self.max_position_embeddings:
             warnings.warn(
                 f"context_length={self.context_length} exceeds the model's max_position_embeddings="
                 f"{self.max_position_embeddings}; quality past the trained length is not guaranteed.",
                 stacklevel=2,
             )
+
+    def default_num_parts(self, part_bytes: float = 1.2e9) -> int:
+        """The embedding as part 1, then one part per `part_bytes` of 4-bit decoder weights (at least one).
+
+        HTP caps one graph at about 2 GB; fewer, larger parts mean fewer graph switches per token. With
+        1.2 GB this gives AI Hub's splits: Llama 2 7B → 4, Llama 3 8B → 5, Llama 3.2 3B → 3.
+        """
+        hidden, kv_width = self.hidden_size, self.num_key_value_heads * self.head_dim
+        per_layer = 2 * hidden * hidden + 2 * hidden * kv_width + 3 * hidden * self.intermediate_size
+        decoder_bytes = self.num_hidden_layers * per_layer / 2 + self.vocab_size * hidden  # lm_head at 8 bit
+        return 1 + max(1, math.ceil(decoder_bytes / part_bytes))
 
     @property
     def prompt_ar_length(self) -> int:

@@ -326,6 +326,24 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
         """The static graph of one AR instantiation, as a module `torch.export` can trace."""
         return EdgeLlamaGraph(self, ar_length).eval()
 
+    def split(self, parts: int | None = None):
+        """The static graph cut into `parts` runnable parts (default: `config.num_parts`, else
+        `config.default_num_parts()`): part 1 the embedding lookup, the decoder layers spread over
+        the others, final norm and lm_head in the last. See `edge_llama.split`.
+
+        ```python
+        >>> split = model.split(parts=4)
+        >>> [part.name for part in split]
+        ['part_1_of_4', 'part_2_of_4', 'part_3_of_4', 'part_4_of_4']
+        >>> logits, keys, values = split(*model.graph(128).example_inputs())   # == model.graph_forward(...)
+        ```
+        """
+        from .split import EdgeLlamaSplit
+
+        if parts is None:
+            parts = self.config.num_parts or self.config.default_num_parts()
+        return EdgeLlamaSplit(self, parts).eval()
+
     # -- transformers face -------------------------------------------------------------------
     @property
     def runner(self):

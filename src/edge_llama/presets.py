@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -27,6 +27,7 @@ class ModelPreset:
     source: dict
     base_model: str | None = None
     license: str | None = None
+    defaults: dict = field(default_factory=dict)  # EdgeLlamaConfig settings: context_length, num_parts, …
 
 
 @functools.cache
@@ -41,6 +42,7 @@ def model_presets() -> dict[str, ModelPreset]:
             source=data["source"],
             base_model=data.get("base_model"),
             license=data.get("license"),
+            defaults=dict(data.get("defaults") or {}),
         )
         for alias in preset.aliases:
             presets[alias.lower()] = preset
