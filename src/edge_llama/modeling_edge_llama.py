@@ -18,6 +18,9 @@ and returns the logits `(1, AR, vocab)` and only the new cache entries, `keys_ou
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -343,6 +346,20 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
         if parts is None:
             parts = self.config.num_parts or self.config.default_num_parts()
         return EdgeLlamaSplit(self, parts).eval()
+
+    def export(self, target: str = "onnx", output_dir: str | os.PathLike = "edge_export", **options) -> Path:
+        """Writes the model for a deployment target into `output_dir` (atomically) and returns it.
+
+        Targets: `onnx` — every part of `split()` for every AR as ONNX graphs sharing one
+        `model.data`, with per-part AIMET encodings (Qualcomm AI Hub's upload form; `parts=N`).
+
+        ```python
+        >>> model.quantize("w4a16").export("onnx", "smollm2-w4a16-onnx", parts=2)
+        ```
+        """
+        from .export import export_model
+
+        return export_model(self, target, output_dir, **options)
 
     # -- transformers face -------------------------------------------------------------------
     @property

@@ -1,1 +1,40 @@
-"""Export targets, one module each."""
+"""Export targets, one module each, behind one registry.
+
+| target | module | produces |
+|---|---|---|
+| `onnx` | `onnx_parts` | per-part ONNX graphs (prompt and token AR) + one `model.data` + per-part encodings: AI Hub's upload form |
+
+More targets (`qnn`, `qai-hub`, `executorch`, `onnx-int4`) join as they land.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._io import atomic_directory
+from ..errors import EdgeLlamaError
+
+if TYPE_CHECKING:
+    from ..modeling_edge_llama import EdgeLlamaForCausalLM
+
+TARGETS = {
+    "onnx": "edge_llama.export.onnx_parts:export_onnx_parts",
+}
+
+
+class ExportError(EdgeLlamaError, ValueError):
+    """An unknown export target or settings it cannot use."""
+
+
+def export_model(model: EdgeLlamaForCausalLM, target: str, output_dir: str | os.PathLike, **options) -> Path:
+    """Writes `model` for `target` into `output_dir` atomically (a staging folder renamed at the end)."""
+    if target not in TARGETS:
+        raise ExportError(f"unknown export target {target!r}; available: {', '.join(TARGETS)}")
+    module_name, function_name = TARGETS[target].split(":")
+    export = getattr(importlib.import_module(module_name), function_name)
+    with atomic_directory(output_dir) as staging:
+        export(model, staging, **options)
+    return Path(output_dir)

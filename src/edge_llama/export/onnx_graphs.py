@@ -24,6 +24,7 @@ import logging
 import os
 from pathlib import Path
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -70,6 +71,26 @@ def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor
     return canonical, alias
 
 
+@dataclass
+class GraphSpec:
+    """One graph to export: a module holding the edge model as `.model`, its example inputs, the I/O
+    names, and the activation encodings whose values it must name."""
+
+    file_name: str
+    module: torch.nn.Module
+    args: tuple
+    input_names: list[str]
+    output_names: list[str]
+    activation_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportedGraph:
+    path: Path
+    weights: set[str]  # canonical parameter names the graph reads from model.data
+    value_names: dict[str, str]  # activation encoding name → the graph value that carries it
+
+
 def export_onnx_graphs(
     model: EdgeLlamaForCausalLM,
     output_dir: str | os.PathLike,
@@ -81,6 +102,24 @@ def export_onnx_graphs(
     `activation_names` are the activation encodings the graphs must carry: their values are renamed
     after them (`model.layers.0.mlp.down_proj:output0`, see `value_names`).
     """
+    inputs, outputs = io_names(model.config.num_hidden_layers)
+    specs = {}
+    for ar in model.config.ar_lengths:
+        graph = model.graph(ar).eval()
+        file_name = graph_file_name(ar, model.config.context_length)
+        specs[ar] = GraphSpec(file_name, graph, graph.example_inputs(), inputs, outputs, list(activation_names))
+    exported = export_graphs(model, list(specs.values()), output_dir, keep_metadata)
+    for graph in exported.values():
+        renamed = {name: value for name, value in graph.value_names.items() if name != value}
+        if renamed:
+            raise RuntimeError(f"{graph.path.name}: encodings landed on graph inputs/outputs under other names: {renamed}")
+    return {ar: exported[spec.file_name].path for ar, spec in specs.items()}
+
+
+def export_graphs(
+    model: EdgeLlamaForCausalLM, specs: list[GraphSpec], output_dir: str | os.PathLike, keep_metadata: bool = False
+) -> dict[str, ExportedGraph]:
+    """Exports every graph of `specs` into `output_dir`, all reading their weights from one `model.data`."""
     import onnx_ir as ir
 
     for name in ("onnx_ir", "onnxscript"):  # pass-by-pass chatter, e.g. "skipping constant folding for a graph input"
@@ -88,33 +127,29 @@ def export_onnx_graphs(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     canonical, alias = canonical_parameters(model)
-    activation_names = list(activation_names)
-    exported = {ar: _export_graph(model, ar, alias, keep_metadata, activation_names) for ar in model.config.ar_lengths}
-    used = set().union(*(names for _, names in exported.values()))
+    exported = {spec.file_name: _export_graph(spec, alias, keep_metadata) for spec in specs}
+    used = set().union(*(weights for _, weights, _ in exported.values()))
     locations = write_model_data(output_dir / DATA_FILE, ((n, t) for n, t in canonical.items() if n in used))
-    paths = {}
-    for ar, (onnx_model, names) in exported.items():
-        for name in names:
+    results = {}
+    for file_name, (onnx_model, weights, value_names) in exported.items():
+        for name in weights:
             value = onnx_model.graph.initializers[name]
             location = locations[name]
             value.const_value = ir.ExternalTensor(
                 DATA_FILE, location.offset, location.length, value.const_value.dtype,
                 shape=value.const_value.shape, name=name, base_dir=str(output_dir),
             )
-        paths[ar] = output_dir / graph_file_name(ar, model.config.context_length)
-        ir.save(onnx_model, str(paths[ar]))  # external tensors are written as references only
-    return paths
+        path = output_dir / file_name
+        ir.save(onnx_model, str(path))  # external tensors are written as references only
+        results[file_name] = ExportedGraph(path, weights, value_names)
+    return results
 
 
-def _export_graph(
-    model, ar_length: int, alias: dict[str, str], keep_metadata: bool, activation_names: list[str]
-) -> tuple[ir.Model, set[str]]:
-    graph = model.graph(ar_length).eval()
-    inputs, outputs = io_names(model.config.num_hidden_layers)
+def _export_graph(spec: GraphSpec, alias: dict[str, str], keep_metadata: bool) -> tuple[ir.Model, set[str], dict[str, str]]:
     # The exporter prints its progress to stdout; keep it for --verbose logs instead.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()) as chatter:
         program = torch.onnx.export(
-            graph, graph.example_inputs(), dynamo=True, input_names=inputs, output_names=outputs,
+            spec.module, spec.args, dynamo=True, input_names=spec.input_names, output_names=spec.output_names,
             optimize=False, verify=False, report=False,
         )
     logging.getLogger(__name__).debug(chatter.getvalue())
@@ -123,15 +158,15 @@ def _export_graph(
     onnx_graph = onnx_model.graph
     weights = []
     for exported_name in list(onnx_graph.initializers):
-        # EdgeLlamaGraph holds the model as `.model`, so exported names are "model." + parameter names.
+        # The exported modules hold the model as `.model`, so exported names are "model." + parameter names.
         name = alias.get(exported_name.removeprefix("model.")) if exported_name.startswith("model.") else None
         if name is None:
             continue  # a constant the exporter made
         value = onnx_graph.initializers[exported_name]
         value.name = name
         weights.append(value)
-    # EdgeLlamaGraph's modules are traced under "model." (scopes read "model.model.layers.0…").
-    name_activation_values(onnx_graph, activation_names, scope_prefix="model.")
+    # The modules are traced under "model." too (scopes read "model.model.layers.0…").
+    value_names = name_activation_values(onnx_graph, spec.activation_names, scope_prefix="model.")
     num_inputs = len(onnx_graph.inputs)
     onnx_graph.inputs.extend(weights)  # declared inputs are never folded, deduplicated or renamed
     _optimize(onnx_model)
@@ -143,10 +178,10 @@ def _export_graph(
         if onnx_graph.initializers.get(value.name) is not value:
             raise RuntimeError(f"ONNX export lost the weight {value.name}")
     values = {value.name for node in onnx_graph for value in node.outputs} | {value.name for value in onnx_graph.inputs}
-    lost = [name for name in activation_names if name not in values]
+    lost = [name for name in value_names.values() if name not in values]
     if lost:
-        raise RuntimeError(f"ONNX optimization removed {len(lost)} encoded value(s) from the AR={ar_length} graph, e.g. {lost[:3]}")
-    return onnx_model, {value.name for value in weights}
+        raise RuntimeError(f"ONNX optimization removed {len(lost)} encoded value(s) from {spec.file_name}, e.g. {lost[:3]}")
+    return onnx_model, {value.name for value in weights}, value_names
 
 
 def _optimize(onnx_model) -> None:

@@ -70,27 +70,33 @@ def module_boundaries(graph: ir.Graph, scope_prefix: str = "") -> dict[str, Boun
     return boundaries
 
 
-def name_activation_values(graph: ir.Graph, names: Iterable[str], scope_prefix: str = "") -> None:
-    """Renames the boundary value behind each `<module>:outputN` / `<module>:inputN` in `names`;
-    checks that the plain names (`attention_mask`, `logits`, …) are graph inputs or outputs."""
+def name_activation_values(graph: ir.Graph, names: Iterable[str], scope_prefix: str = "") -> dict[str, str]:
+    """Renames the boundary value behind each `<module>:outputN` / `<module>:inputN` in `names`.
+
+    Returns encoding name → value name. That is the encoding's own name, except where the value is
+    an input or output of this graph (the last layer's output is the `hidden_states_*` output of a
+    split part, say): then the graph's name wins and the encoding must be written under it. Plain
+    names (`attention_mask`, `logits`, …) must be graph inputs or outputs.
+    """
     boundaries = module_boundaries(graph, scope_prefix)
     io_names = {value.name for value in (*graph.inputs, *graph.outputs)}
     claimed: dict[int, str] = {}
+    value_names: dict[str, str] = {}
     for name in names:
         module, separator, slot = name.rpartition(":")
         if not separator:
             if name not in io_names:
                 raise ValueNamingError(f"activation encoding {name} names no input or output of the graph")
+            value_names[name] = name
             continue
         value = _boundary_value(boundaries, module, slot, name)
-        if value.is_graph_input() or value.is_graph_output():
-            raise ValueNamingError(
-                f"activation encoding {name} is the graph's {value.name}; the quantizer must be named {value.name}"
-            )
         if id(value) in claimed:
             raise ValueNamingError(f"activation encodings {claimed[id(value)]} and {name} quantize the same graph value")
         claimed[id(value)] = name
-        value.name = name
+        if not (value.is_graph_input() or value.is_graph_output()):
+            value.name = name
+        value_names[name] = value.name
+    return value_names
 
 
 def _boundary_value(boundaries: dict[str, Boundary], module: str, slot: str, name: str) -> ir.Value:
