@@ -9,9 +9,9 @@ import argparse
 import logging
 import sys
 
-from . import demo, evaluate, quantize
+from . import demo, evaluate, export, quantize
 
-SUBCOMMANDS = (quantize, evaluate, demo)
+SUBCOMMANDS = (quantize, evaluate, demo, export)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -19,7 +19,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-llama",
-        description="Llama models shaped for phone and laptop NPUs: quantize, evaluate and run them (export: soon).",
+        description="Llama models shaped for phone and laptop NPUs: quantize, evaluate, run and export them.",
         epilog="Run 'edge-llama COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
