@@ -55,3 +55,51 @@ def find_preset(name: str) -> ModelPreset | None:
 
 def known_aliases() -> list[str]:
     return sorted({alias for preset in model_presets().values() for alias in preset.aliases})
+
+
+@dataclass(frozen=True)
+class DevicePreset:
+    """A device an export can target: the QNN SoC model and Hexagon (HTP) architecture it compiles for."""
+
+    name: str
+    aliases: tuple[str, ...]
+    chipset: str
+    soc_model: int
+    htp_arch: str
+    weight_sharing: bool = True
+    fp16: bool = True
+
+    @property
+    def dsp_arch(self) -> str:
+        return self.htp_arch
+
+
+@functools.cache
+def device_presets() -> dict[str, DevicePreset]:
+    """Every device preset (`configs/devices/*.yaml`) by its lower-cased name and aliases."""
+    presets: dict[str, DevicePreset] = {}
+    for path in sorted((configs_dir() / "devices").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        preset = DevicePreset(
+            name=data["name"],
+            aliases=tuple(data.get("aliases", [])),
+            chipset=data["chipset"],
+            soc_model=int(data["soc_model"]),
+            htp_arch=str(data["htp_arch"]),
+            weight_sharing=bool(data.get("weight_sharing", True)),
+            fp16=bool(data.get("fp16", True)),
+        )
+        for key in (preset.name, *preset.aliases):
+            presets[key.lower()] = preset
+    return presets
+
+
+def find_device(name: str) -> DevicePreset:
+    """The device preset called `name` (case-insensitive), or a clear error listing the known ones."""
+    from .errors import EdgeLlamaConfigError
+
+    preset = device_presets().get(str(name).lower())
+    if preset is None:
+        known = sorted({p.name for p in device_presets().values()})
+        raise EdgeLlamaConfigError(f"unknown device {name!r}; known devices: {', '.join(known)} (see `edge-llama devices`)")
+    return preset

@@ -9,9 +9,9 @@ import argparse
 import logging
 import sys
 
-from . import demo, evaluate, export, quantize
+from . import demo, devices, evaluate, export, quantize
 
-SUBCOMMANDS = (quantize, evaluate, demo, export)
+SUBCOMMANDS = (quantize, evaluate, demo, export, devices)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
