@@ -18,3 +18,19 @@ def test_export_refuses_impossible_parts(checkpoints, tmp_path, capsys):
     assert code == 2
     assert "parts must be an integer from 2" in capsys.readouterr().err
     assert not (tmp_path / "onnx").exists()
+
+
+def test_info_describes_float_quantized_and_exported_folders(checkpoints, tmp_path, capsys):
+    assert main(["info", "--checkpoint", str(checkpoints / "float")]) == 0
+    out = capsys.readouterr().out
+    assert "float" in out and "2 layers" in out and "config.json" in out
+    assert main(["info", "--checkpoint", str(checkpoints / "w4-rtn")]) == 0
+    out = capsys.readouterr().out
+    assert "quantized" in out and "w4-rtn (rtn; weights 4 bit, activations float)" in out and "model.encodings" in out
+    assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--parts", "3", "-q", "-o", str(tmp_path / "e")]) == 0
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "export for onnx" in out
+    assert any(line.split() == ["parts", "3"] for line in out.splitlines())
+    assert "recipe" in out and "w4-rtn" in out

@@ -9,9 +9,9 @@ import argparse
 import logging
 import sys
 
-from . import demo, devices, evaluate, export, quantize
+from . import demo, devices, evaluate, export, info, quantize
 
-SUBCOMMANDS = (quantize, evaluate, demo, export, devices)
+SUBCOMMANDS = (quantize, evaluate, demo, export, info, devices)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
