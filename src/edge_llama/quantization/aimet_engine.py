@@ -18,6 +18,7 @@ a value of the saved graphs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -87,12 +88,23 @@ class AimetEngine:
     needs_calibration = True
 
     def quantize(self, model, recipe, batches, use_seq_mse: bool = False, progress: bool = True, **options) -> None:
+        rounding = options.get("weight_rounding") or recipe.option("weight_rounding", "nearest")
+        if rounding not in ("nearest", "gptq"):
+            raise ValueError(f"weight_rounding must be 'nearest' or 'gptq', got {rounding!r}")
+        if rounding == "gptq" and use_seq_mse:
+            raise ValueError("choose one of GPTQ rounding and Sequential MSE: both pick the weights' encodings")
+        if rounding != recipe.option("weight_rounding", "nearest"):  # recorded with the recipe in config.json
+            model.quantization.recipe = dataclasses.replace(recipe, options={**recipe.options, "weight_rounding": rounding})
         calls = _record_calls(model, batches) if use_seq_mse else None
+        targets = _gptq_targets(model, recipe) if rounding == "gptq" else []
+        hessians = _gptq_hessians(model, targets, batches, progress) if targets else {}
         sim = _build_sim(model, recipe)
         if calls is not None:
             from aimet_torch.seq_mse import apply_seq_mse
 
             apply_seq_mse(sim, calls, num_candidates=int(recipe.option("seq_mse_candidates", 20)))
+        elif targets:
+            _gptq_round(model, targets, hessians, int(recipe.option("weight_range_candidates", 20)))
         elif recipe.option("weight_range", "minmax") == "mse":
             _search_weight_ranges(model, int(recipe.option("weight_range_candidates", 20)))
 
@@ -165,6 +177,52 @@ def _record_calls(model, batches) -> list[tuple]:
     for tokens in batches:
         runner.process(tokens.view(-1), runner.new_window())
     return calls
+
+
+def _gptq_targets(model, recipe) -> list[tuple[str, nn.Module, int]]:
+    """`(name, module, bits)` of every projection the recipe quantizes per channel, symmetrically."""
+    from .engines import quantizable_weights
+
+    targets = []
+    for name, module in quantizable_weights(model):
+        scheme = recipe.weights_for(name)
+        if scheme is not None and scheme.granularity is Granularity.PER_CHANNEL and scheme.symmetric:
+            targets.append((name, module, scheme.bits))
+    return targets
+
+
+def _gptq_hessians(model, targets, batches, progress: bool) -> dict[str, torch.Tensor]:
+    """Input Hessians of the targets, from the float model (before the simulation is built)."""
+    from .gptq import collect_hessians
+
+    def run_calibration():
+        runner = model.runner
+        for tokens in tqdm(batches, desc="GPTQ statistics", unit="seq", disable=not progress):
+            runner.process(tokens.view(-1), runner.new_window())
+
+    return collect_hessians(model, {name: module for name, module, _ in targets}, run_calibration)
+
+
+@torch.no_grad()
+def _gptq_round(model, targets, hessians: dict[str, torch.Tensor], candidates: int) -> None:
+    """Freezes each target's quantizer on its MSE-clipped grid, then GPTQ-rounds the weight onto the
+    scale the quantizer really holds, so the stored weight passes through it unchanged."""
+    from .gptq import gptq_round, mse_scales
+
+    modules = dict(model.named_modules())  # the simulation's modules replaced the float ones
+    for name, _, bits in targets:
+        module = modules[name]
+        quantizer = module.param_quantizers["weight"]
+        weight = module.weight.detach().reshape(module.weight.shape[0], -1)
+        scale = mse_scales(weight.float(), bits, candidates).reshape(quantizer.shape)
+        quantizer.set_range(scale * quantizer.qmin, scale * quantizer.qmax)
+        quantizer.allow_overwrite(False)
+        held = quantizer.get_scale().detach().flatten()
+        if name in hessians:
+            rounded = gptq_round(weight, hessians[name], held, bits)
+        else:  # never reached by the calibration text: nearest rounding
+            rounded = torch.clamp(torch.round(weight / held[:, None]), quantizer.qmin, quantizer.qmax) * held[:, None]
+        module.weight.copy_(rounded.to(module.weight.dtype).reshape(module.weight.shape))
 
 
 def _build_sim(model, recipe) -> QuantizationSimModel:
