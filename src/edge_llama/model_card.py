@@ -34,9 +34,14 @@ def write_model_card(model, folder: Path) -> None:
         ("calibration", f"{calibration.get('tokens', 0)} tokens of {calibration.get('source', '—')}" if calibration else "none"),
         ("Sequential MSE", "yes" if state.use_seq_mse else "no"),
     ]
-    perplexity = (config.quantization_config or {}).get("perplexity") if isinstance(config.quantization_config, dict) else None
+    perplexity = state.perplexity
     if perplexity:
-        rows.append(("perplexity (float → quantized)", f"{perplexity['float']:.3f} → {perplexity['quantized']:.3f} on {perplexity['text']}"))
+        change = 100 * (perplexity["quantized"] / perplexity["float"] - 1)
+        rows.append((
+            "perplexity (float → quantized)",
+            f"{perplexity['float']:.3f} → {perplexity['quantized']:.3f} ({change:+.1f} %) on {perplexity['tokens']} tokens of "
+            f"{perplexity['text']}, windows of {perplexity['context_length']}",
+        ))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     text = f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
@@ -69,6 +74,8 @@ model = EdgeLlamaForCausalLM.from_pretrained("<this folder or repo id>")   # the
 
 ```bash
 edge-llama demo --checkpoint <this folder or repo id> --prompt "What is gravity?"
+edge-llama evaluate --checkpoint <this folder or repo id> --task wikitext-ppl
+edge-llama export --checkpoint <this folder or repo id> --target onnx -o exported   # AI Hub's upload form
 ```
 """
     (folder / "README.md").write_text(text)

@@ -28,6 +28,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--sequence-length", type=int, default=None, help="Tokens per calibration sequence (default: min(CL, 512)).")
     parser.add_argument("--use-seq-mse", action="store_true", help="Choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
     parser.add_argument("--context-length", type=int, default=None, help="CL of the static graphs (default: the checkpoint's, else 4096).")
+    parser.add_argument(
+        "--measure-ppl", type=int, default=0, metavar="WINDOWS",
+        help="Measure float and quantized perplexity on this many held-apart windows and record them (model card).",
+    )
     parser.add_argument("-o", "--output-dir", required=True, help="Where to write the quantized checkpoint folder.")
     return parser
 
@@ -46,7 +50,30 @@ def run(args: argparse.Namespace) -> int:
         sequence_length=args.sequence_length,
         use_seq_mse=args.use_seq_mse,
     )
-    quantized.save_pretrained(args.output_dir)
     state = quantized.quantization
-    print(f"{args.checkpoint} → {args.output_dir}: {state.recipe.name} in {state.seconds:.1f} s")
+    if args.measure_ppl:
+        state.perplexity = _measure_perplexity(model, quantized, args.measure_ppl, not args.quiet)
+    quantized.save_pretrained(args.output_dir)
+    summary = f"{args.checkpoint} → {args.output_dir}: {state.recipe.name} in {state.seconds:.1f} s"
+    if state.perplexity:
+        ppl = state.perplexity
+        summary += f"; perplexity {ppl['float']:.3f} → {ppl['quantized']:.3f} ({100 * (ppl['quantized'] / ppl['float'] - 1):+.1f} %)"
+    print(summary)
     return 0
+
+
+def _measure_perplexity(model, quantized, windows: int, progress: bool) -> dict:
+    from edge_llama.evaluation import evaluate
+
+    window = min(model.config.context_length, 1024)
+    results = [
+        evaluate(candidate, "wikitext-ppl", num_samples=windows, context_length=window, progress=progress)
+        for candidate in (model, quantized)
+    ]
+    return {
+        "float": results[0].metrics["perplexity"],
+        "quantized": results[1].metrics["perplexity"],
+        "text": results[0].data,
+        "tokens": results[0].metrics["tokens"],
+        "context_length": window,
+    }

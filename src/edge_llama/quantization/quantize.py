@@ -33,6 +33,7 @@ class QuantizationState:
     seconds: float | None = None
     base_model: str | None = None
     license: str | None = None
+    perplexity: dict | None = None  # {"float", "quantized", "text", "tokens"} when measured (model card)
     handle: Any = None  # engine-specific: encodings, a QuantSim, …
 
     def to_config(self) -> dict:
@@ -48,6 +49,7 @@ class QuantizationState:
             "quantization_seconds": self.seconds,
             "base_model": self.base_model,
             "license": self.license,
+            **({"perplexity": dict(self.perplexity)} if self.perplexity else {}),
             "recipe_spec": self.recipe.to_dict(),
         }
 

@@ -101,6 +101,7 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
         seconds=settings.get("quantization_seconds"),
         base_model=settings.get("base_model"),
         license=settings.get("license"),
+        perplexity=settings.get("perplexity"),
     )
     engine.restore(model, recipe, encodings)
     model.config.quantization_config = settings
