@@ -297,7 +297,9 @@ def _place_quantizers(sim, model, recipe) -> None:
         for projection in attention.k_proj:
             projection.output_quantizers[0] = act()
         for projection in attention.v_proj:
-            projection.output_quantizers[0] = value_q  # the new values are the V cache out
+            # 16-bit like every projection output: HTP rejects a conv that takes uint16 in and gives the
+            # cache's int8 out. The new values meet the V cache grid at the concat and at cache-out.
+            projection.output_quantizers[0] = act()
         for ropes, out_q in ((attention.q_rope, None), (attention.k_rope, key_q)):
             for rope in ropes:
                 for mul in (rope.mul_x1_cos, rope.mul_x2_cos):
