@@ -183,6 +183,12 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
 
     source, raw_config = load_config(name_or_path, **hub_kwargs)
     base_config = given_config if given_config is not None else raw_config
+    from .exported import export_target, load_exported
+
+    if export_target(base_config) is not None:
+        if edge_kwargs:
+            raise EdgeLlamaConfigError(f"{name_or_path} is an exported model; {sorted(edge_kwargs)} cannot change on load.")
+        return load_exported(source, base_config)
     if is_quantized_config(base_config):
         return _load_quantized_checkpoint(cls, name_or_path, source, base_config, edge_kwargs, hub_kwargs)
     preset = find_preset(str(name_or_path))

@@ -3,6 +3,7 @@
 | target | module | produces |
 |---|---|---|
 | `onnx` | `onnx_parts` | per-part ONNX graphs (prompt and token AR) + one `model.data` + per-part encodings: AI Hub's upload form |
+| `qnn` | `qnn` | per-part × AR QNN context binaries for one SoC, compiled locally; they run on the x86 HTP simulator |
 
 More targets (`qnn`, `qai-hub`, `executorch`, `onnx-int4`) join as they land.
 """
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 TARGETS = {
     "onnx": "edge_llama.export.onnx_parts:export_onnx_parts",
+    "qnn": "edge_llama.export.qnn:export_qnn",
 }
 
 
