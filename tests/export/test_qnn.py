@@ -79,3 +79,10 @@ def test_evaluate_command_runs_the_bundle(bundle, default_tokenizer, tmp_path, c
     code = main(["evaluate", "--checkpoint", str(bundle), "--task", "wikitext-ppl", "--dataset-path", str(text), "--num-samples", "1", "-q"])
     assert code == 0, capsys.readouterr().err
     assert "perplexity" in capsys.readouterr().out
+
+
+def test_demo_header_names_the_simulator(bundle, default_tokenizer, capsys):
+    default_tokenizer.save_pretrained(bundle)
+    code = main(["demo", "--checkpoint", str(bundle), "--prompt", "Hi", "--max-output-tokens", "2"])
+    assert code == 0, capsys.readouterr().err
+    assert "QNN context binaries for Snapdragon 8 Elite (SM8750) · x86 HTP simulator" in capsys.readouterr().out

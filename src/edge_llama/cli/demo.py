@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"Model:    {args.checkpoint} · {config.num_hidden_layers} layers · CL {config.context_length} · "
-            f"AR {'/'.join(map(str, config.ar_lengths))} · {str(model.dtype).removeprefix('torch.')} · host (PyTorch)"
+            f"AR {'/'.join(map(str, config.ar_lengths))} · {getattr(model.runner.backend, 'description', 'host (PyTorch)')}"
         )
         print(f"Prompt:   {args.prompt}")
         print("Response: ", end="", flush=True)

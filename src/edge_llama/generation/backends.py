@@ -77,6 +77,13 @@ class TorchGraphBackend:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def description(self) -> str:
+        """What runs the graphs, for people (the demo's header)."""
+        recipe = self.model.quantization.recipe.name if getattr(self.model, "quantization", None) else None
+        kind = f"{recipe} simulation" if recipe else str(self.model.dtype).removeprefix("torch.")
+        return f"{kind} · host (PyTorch)"
+
     @torch.no_grad()
     def __call__(self, call: GraphCall) -> GraphResult:
         return GraphResult(*self.model.graph_forward(*call.as_args()))

@@ -34,6 +34,7 @@ class QnnContextBackend:
         self.config = EdgeLlamaConfig.from_pretrained(self.folder)
         metadata = json.loads((self.folder / METADATA_FILE).read_text())
         device = find_device(metadata["device"]["name"])
+        self.description = f"QNN context binaries for {device.name} ({device.chipset}) · x86 HTP simulator"
         self.sessions: dict[int, list] = {}
         for graph in metadata["graphs"]:  # in call order: parts 1 … N of each AR
             session = ort.InferenceSession(str(self.folder / graph["context_file"]), sess_options=qnn_session_options(device))
