@@ -341,7 +341,9 @@ def _place_quantizers(sim, model, recipe) -> None:
 @torch.no_grad()
 def _search_weight_ranges(model, candidates: int) -> None:
     """Per output channel, the clipping of a symmetric weight grid that minimizes the weight's squared
-    rounding error (min-max wastes int4 levels on outliers). Frozen, so calibration keeps them."""
+    rounding error (`weight_range: mse`). Frozen, so calibration keeps them."""
+    from .gptq import mse_scales
+
     for module in model.modules():
         if not isinstance(module, BaseQuantizationMixin) or not isinstance(module, (nn.Conv2d, nn.Linear)):
             continue
@@ -349,15 +351,7 @@ def _search_weight_ranges(model, candidates: int) -> None:
         if type(quantizer) is not QuantizeDequantize or not quantizer.symmetric or not quantizer.signed:
             continue
         weight = module.weight.detach().reshape(module.weight.shape[0], -1).float()
-        absmax = weight.abs().amax(dim=1).clamp_min(1e-12)
-        best_scale, best_error = absmax / quantizer.qmax, torch.full_like(absmax, float("inf"))
-        for step in range(candidates):
-            scale = absmax * (1.0 - 0.5 * step / candidates) / quantizer.qmax
-            codes = torch.clamp(torch.round(weight / scale[:, None]), quantizer.qmin, quantizer.qmax)
-            error = (codes * scale[:, None] - weight).pow(2).sum(dim=1)
-            better = error < best_error
-            best_error, best_scale = torch.where(better, error, best_error), torch.where(better, scale, best_scale)
-        best_scale = best_scale.reshape(quantizer.shape)
+        best_scale = mse_scales(weight, quantizer.bitwidth, candidates).reshape(quantizer.shape)
         quantizer.set_range(best_scale * quantizer.qmin, best_scale * quantizer.qmax)
         quantizer.allow_overwrite(False)
 
