@@ -117,14 +117,10 @@ def export_qnn(
                 except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types
                     raise QnnExportError(f"QNN could not compile {stem} for {preset.name}: {error}") from error
                 graphs.append(_graph_entry(context, stem, part, index, num_parts, ar, context_length, encodings, time.perf_counter() - started))
-        for name in ("config.json", "generation_config.json"):
-            if (scratch / name).is_file():
-                (output_dir / name).write_bytes((scratch / name).read_bytes())
-        for tokenizer_file in scratch.glob("tokenizer*"):
-            (output_dir / tokenizer_file.name).write_bytes(tokenizer_file.read_bytes())
-        for extra in ("special_tokens_map.json", "chat_template.jinja"):
-            if (scratch / extra).is_file():
-                (output_dir / extra).write_bytes((scratch / extra).read_bytes())
+        # Config, generation config and tokenizer files come along; the float graphs stay behind.
+        for path in scratch.iterdir():
+            if path.is_file() and path.suffix not in (".onnx", ".data", ".encodings"):
+                (output_dir / path.name).write_bytes(path.read_bytes())
     config["edge_llama_export"] = {**config.get("edge_llama_export", {}), "target": "qnn", "device": preset.name}
     (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     metadata = {
@@ -138,9 +134,9 @@ def export_qnn(
 def _graph_entry(context: Path, stem, part, index, num_parts, ar, context_length, encodings: Encodings, seconds) -> dict:
     import onnx
 
-    node = onnx.load(str(context), load_external_data=False).graph.node[0]
-    binary = next((a.s.decode() for a in node.attribute if a.name == "ep_cache_context"), None)
     graph = onnx.load(str(context), load_external_data=False).graph
+    node = graph.node[0]  # the one EPContext node
+    binary = next((a.s.decode() for a in node.attribute if a.name == "ep_cache_context"), None)
 
     def io(values):
         entries = []
