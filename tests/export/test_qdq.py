@@ -70,6 +70,25 @@ def test_qdq_graph_stores_integer_weights(models, tmp_path):
     assert ops.count("QuantizeLinear") > 50 and "DequantizeLinear" in ops
 
 
+def test_rms_norms_become_one_quantized_node(models, tmp_path):
+    """HTP runs a decomposed RMSNorm's float ops in fp16, where the squares of massive activations
+    overflow; every norm must reach it as one RMSNormalization between Q/DQ pairs."""
+    float_model, _, folder = models
+    path = to_qdq(folder / "model_ar1_cl64.onnx", Encodings.read(folder / "model.encodings"), tmp_path / "qdq.onnx")
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
+    norms = 2 * float_model.config.num_hidden_layers + 1
+    # All but the first: in an unsplit graph it reads the embedding lookup, which has no encoding of
+    # its own (split parts quantize it as the cut tensor hidden_states_0) and no massive values yet.
+    assert ops.count("RMSNormalization") == norms - 1
+    assert ops.count("Pow") == 1 and ops.count("Sqrt") == 1
+    producers = {output: node for node in graph.node for output in node.output}
+    for node in graph.node:
+        if node.op_type == "RMSNormalization":
+            source = producers[node.input[0]]
+            assert source.op_type == "DequantizeLinear", source.op_type
+
+
 def test_weight_codes_follow_the_aimet_convention():
     weight = np.array([[0.5, -1.0, 0.26], [2.0, 0.0, -2.0]], dtype=np.float32)
     symmetric = TensorEncoding("w", "PER_CHANNEL", 4, True, [0.25, 0.5], [-8, -8])

@@ -10,10 +10,18 @@ Conventions: AIMET writes `x = scale · (q + offset)` on an unsigned grid; ONNX 
 (int4/int8/int16), asymmetric ones unsigned types with `zero_point = -offset`. Weights are
 quantized per tensor or per output channel (axis 0); block and LPBQ weights use the blocked
 `DequantizeLinear` of opset 21.
+
+RMSNorms: the exporter writes them as `Pow → ReduceMean → Add → Sqrt → Reciprocal → Mul → Mul`
+with only their input and output quantized. HTP runs such unquantized float ops in fp16, where the
+squares of the massive activations real Llamas carry (|x| ≈ 750 on SmolLM2's attention-sink token,
+x² ≈ 5.7e5 > 65504) saturate: the RMS comes out too small, the sink's normalized state is off by
+~1.8× and attention turns to garbage. So each RMSNorm becomes one `RMSNormalization` (opset 23)
+node between QDQ pairs, which HTP runs as its quantized RmsNorm (within 1 LSB of ORT's CPU).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -23,6 +31,7 @@ from ..errors import EdgeLlamaError
 from ..quantization.encodings import Encodings, TensorEncoding
 
 OPSET = 21
+RMS_NORM_OPSET = 23  # RMSNormalization
 
 
 class QdqError(EdgeLlamaError, ValueError):
@@ -102,6 +111,9 @@ def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str
     model = ir.load(str(graph_path))
     graph = model.graph
     version = max(model.opset_imports.get("", OPSET), OPSET)
+    encodings = _fuse_rms_norms(graph, encodings)
+    if any(node.op_type == "RMSNormalization" for node in graph):
+        version = max(version, RMS_NORM_OPSET)
     model.opset_imports[""] = version
     _quantize_weights(graph, encodings)
     _quantize_activations(graph, encodings)
@@ -176,3 +188,109 @@ def _quantize_activations(graph, encodings: Encodings) -> None:
                 user.replace_input_with(position, dequantize.outputs[0])
         graph.append(quantize)
         graph.append(dequantize)
+
+
+def _constant(value):
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+def _only_user(value, op_type: str):
+    users = [user for user, _ in value.uses()]
+    return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+
+def _other_input(node, value):
+    first, second = node.inputs
+    return second if first is value else first if second is value else None
+
+
+def _rms_norm_at(reduce_mean):
+    """`(x, weight, eps, axis, output, nodes)` of the decomposed RMSNorm whose ReduceMean is `reduce_mean`, or None.
+
+    Pattern (the exporter's form of `EdgeLlamaRMSNorm`): `out = Mul(w', Mul(x, Reciprocal(Sqrt(Add(
+    ReduceMean(Pow(x, 2), [axis]), eps)))))`, `w'` the weight or a Reshape of it; either Mul input order.
+    """
+    power = reduce_mean.inputs[0].producer() if reduce_mean.inputs[0] is not None else None
+    if power is None or power.op_type != "Pow" or _constant(power.inputs[1]) is None or float(_constant(power.inputs[1])) != 2.0:
+        return None
+    x = power.inputs[0]
+    axes = _constant(reduce_mean.inputs[1]) if len(reduce_mean.inputs) > 1 else None
+    keepdims = reduce_mean.attributes.get("keepdims")
+    if axes is None or np.size(axes) != 1 or (keepdims is not None and keepdims.as_int() != 1) or x.shape is None:
+        return None
+    rank = len(x.shape)
+    axis = int(np.reshape(axes, -1)[0]) % rank
+    add = _only_user(reduce_mean.outputs[0], "Add")
+    eps = _constant(_other_input(add, reduce_mean.outputs[0])) if add is not None else None
+    sqrt = _only_user(add.outputs[0], "Sqrt") if add is not None else None
+    reciprocal = _only_user(sqrt.outputs[0], "Reciprocal") if sqrt is not None else None
+    normalize = _only_user(reciprocal.outputs[0], "Mul") if reciprocal is not None else None
+    if eps is None or np.size(eps) != 1 or normalize is None or _other_input(normalize, reciprocal.outputs[0]) is not x:
+        return None
+    scale = _only_user(normalize.outputs[0], "Mul")
+    weight = _other_input(scale, normalize.outputs[0]) if scale is not None else None
+    nodes = [power, reduce_mean, add, sqrt, reciprocal, normalize, scale]
+    if weight is not None and weight.producer() is not None and weight.producer().op_type == "Reshape":
+        if len(list(weight.uses())) == 1:
+            nodes.append(weight.producer())
+        weight = weight.producer().inputs[0]
+    if weight is None or not weight.is_initializer() or weight.shape is None or tuple(weight.shape) != (x.shape[axis],):
+        return None
+    if len(list(power.outputs[0].uses())) != 1:
+        return None
+    return x, weight, float(np.reshape(eps, -1)[0]), axis, scale.outputs[0], nodes
+
+
+def _fuse_rms_norms(graph, encodings: Encodings) -> Encodings:
+    """Replaces every decomposed RMSNorm by `RMSNormalization` over its axis (moved last by Transposes).
+
+    The output value keeps its name (and so its encoding); the transposed input and the normalized
+    value before the Transpose back get the encodings of the input and the output, so every op of
+    the RMSNorm is a quantized node unit. Returns the encodings extended by those two names per norm.
+    """
+    import onnx_ir as ir
+
+    activations = dict(encodings.activations)
+    fused = 0
+    for reduce_mean in [node for node in graph if node.op_type == "ReduceMean"]:
+        match = _rms_norm_at(reduce_mean)
+        if match is None:
+            continue
+        x, weight, eps, axis, output, decomposed = match
+        source = activations.get(x.name)
+        target = activations.get(output.name)
+        if source is None or target is None:
+            continue  # not quantized on both sides: leave it as it is
+        rank = len(x.shape)
+        perm = [d for d in range(rank) if d != axis] + [axis]
+        inverse = [perm.index(d) for d in range(rank)]
+        stem = output.name.removesuffix(":output0")
+        nodes = []
+        normalized_input = x
+        if axis != rank - 1:
+            to_last = ir.node("Transpose", [x], {"perm": perm}, name=f"{stem}_to_last")
+            to_last.outputs[0].name = f"{stem}:channels_last_input"
+            nodes.append(to_last)
+            normalized_input = to_last.outputs[0]
+            activations[normalized_input.name] = dataclasses.replace(source, name=normalized_input.name)
+        norm = ir.node("RMSNormalization", [normalized_input, weight], {"axis": -1, "epsilon": eps}, name=f"{stem}_rms_norm")
+        nodes.append(norm)
+        if axis != rank - 1:
+            norm.outputs[0].name = f"{stem}:channels_last_output"
+            activations[norm.outputs[0].name] = dataclasses.replace(target, name=norm.outputs[0].name)
+            back = ir.node("Transpose", [norm.outputs[0]], {"perm": inverse}, name=f"{stem}_from_last")
+            nodes.append(back)
+        result = nodes[-1].outputs[0]
+        # The new last node takes over the output value (name, encoding, graph-output slot).
+        old_name = output.name
+        output.replace_all_uses_with(result)
+        if output.is_graph_output():
+            graph.outputs[list(graph.outputs).index(output)] = result
+        output.name = f"{old_name}_decomposed"
+        result.name = old_name
+        graph.extend(nodes)  # the graph is sorted once everything is in place
+        graph.remove(decomposed, safe=True)
+        fused += 1
+    return dataclasses.replace(encodings, activations=activations) if fused else encodings
