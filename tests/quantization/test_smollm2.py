@@ -47,3 +47,15 @@ def test_recipe_on_smollm2(recipe, options, smollm2, default_tokenizer, tmp_path
     again = EdgeLlamaForCausalLM.from_pretrained(tmp_path / recipe)
     assert torch.equal(probe(again, default_tokenizer), expected)
 
+
+
+def test_w4a16_qnn_bundle_answers_on_the_htp_simulator(smollm2, default_tokenizer, tmp_path):
+    """The whole QNN flow on the real model: the context binaries on the HTP simulator answer like the
+    host simulation (before the RMSNorm fix they produced garbage: fp16 overflow of massive activations)."""
+    quantized = smollm2.quantize("w4a16", num_samples=1, sequence_length=128)
+    quantized.export("qnn", tmp_path / "bundle", device="Snapdragon 8 Gen 3")
+    on_simulator = EdgeLlamaForCausalLM.from_pretrained(tmp_path / "bundle")
+    text = answer(on_simulator, default_tokenizer)
+    assert "Paris" in text, text
+    expected, actual = probe(quantized, default_tokenizer), probe(on_simulator, default_tokenizer)
+    assert (actual.argmax(-1) == expected.argmax(-1)).float().mean().item() >= 0.8
