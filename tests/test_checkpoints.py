@@ -74,7 +74,7 @@ def test_unexpected_keyword_is_refused(llama_folder):
 
 
 def test_aliases_come_from_configs():
-    assert {"DEFAULT", "smollm2-135m-instruct"} <= set(known_aliases())
+    assert {"DEFAULT", "DEFAULT_UNQUANTIZED", "smollm2-135m-instruct"} <= set(known_aliases())
 
 
 def test_cache_dir_can_be_overridden(monkeypatch, tmp_path):
