@@ -253,7 +253,6 @@ def _fuse_rms_norms(graph, encodings: Encodings) -> Encodings:
     import onnx_ir as ir
 
     activations = dict(encodings.activations)
-    fused = 0
     for reduce_mean in [node for node in graph if node.op_type == "ReduceMean"]:
         match = _rms_norm_at(reduce_mean)
         if match is None:
@@ -292,5 +291,4 @@ def _fuse_rms_norms(graph, encodings: Encodings) -> Encodings:
         result.name = old_name
         graph.extend(nodes)  # the graph is sorted once everything is in place
         graph.remove(decomposed, safe=True)
-        fused += 1
-    return dataclasses.replace(encodings, activations=activations) if fused else encodings
+    return dataclasses.replace(encodings, activations=activations)
