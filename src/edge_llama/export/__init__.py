@@ -31,12 +31,17 @@ class ExportError(EdgeLlamaError, ValueError):
     """An unknown export target or settings it cannot use."""
 
 
-def export_model(model: EdgeLlamaForCausalLM, target: str, output_dir: str | os.PathLike, **options) -> Path:
-    """Writes `model` for `target` into `output_dir` atomically (a staging folder renamed at the end)."""
+def export_function(target: str):
+    """The function registered for `target`: `export(model, output_dir, **options)`."""
     if target not in TARGETS:
         raise ExportError(f"unknown export target {target!r}; available: {', '.join(TARGETS)}")
     module_name, function_name = TARGETS[target].split(":")
-    export = getattr(importlib.import_module(module_name), function_name)
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def export_model(model: EdgeLlamaForCausalLM, target: str, output_dir: str | os.PathLike, **options) -> Path:
+    """Writes `model` for `target` into `output_dir` atomically (a staging folder renamed at the end)."""
+    export = export_function(target)
     with atomic_directory(output_dir) as staging:
         export(model, staging, **options)
     return Path(output_dir)
