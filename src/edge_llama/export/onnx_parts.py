@@ -76,7 +76,7 @@ def export_onnx_parts(model: EdgeLlamaForCausalLM, output_dir: str | os.PathLike
     }
     export_config.save_pretrained(output_dir)
     model.generation_config.save_pretrained(output_dir)
-    _save_tokenizer(model, output_dir)
+    save_tokenizer(model, output_dir)
     return [graph.path for graph in exported.values()]
 
 
@@ -123,7 +123,7 @@ def _cut_tensor_source(name: str) -> str | None:
     return "model.embed_tokens.weight" if layer == 0 else f"model.layers.{layer - 1}.mlp_residual:output0"
 
 
-def _save_tokenizer(model, output_dir: Path) -> None:
+def save_tokenizer(model, output_dir: Path) -> None:
     from ..checkpoints import load_tokenizer
     from ..errors import EdgeLlamaError
 
