@@ -23,3 +23,12 @@ class CheckpointNotFoundError(EdgeLlamaError, FileNotFoundError):
 
 class TokenizerNotFoundError(EdgeLlamaError, FileNotFoundError):
     """The checkpoint has no tokenizer files."""
+
+
+class CheckpointFileError(EdgeLlamaError, ValueError):
+    """A file of a checkpoint is unsafe or malformed: too large, too deeply nested, of the wrong types,
+    pickled, or pointing outside its folder."""
+
+
+class OutputFolderError(EdgeLlamaError, FileExistsError):
+    """An output path exists and is not a folder edge-llama may replace."""
