@@ -34,6 +34,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=0.9, help="Nucleus sampling mass (with --do-sample).")
     parser.add_argument("--seed", type=int, default=0, help="Random seed for sampling.")
     parser.add_argument("--no-stream", action="store_true", help="Print the answer at the end instead of as it is generated.")
+    web = parser.add_argument_group("web chat page (needs the 'web' extra)")
+    web.add_argument("--web", action="store_true", help="Serve a chat page instead of answering --prompt once.")
+    web.add_argument("--host", default="127.0.0.1", help="Address the page is served on (loopback unless --allow-remote).")
+    web.add_argument("--port", type=int, default=8000, help="Port the page is served on (0: any free port).")
+    web.add_argument(
+        "--allow-remote", action="store_true", help="Allow a --host other machines can reach (the page has no authentication)."
+    )
     return parser
 
 
@@ -46,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_output_tokens < 1:
         raise _usage_error(f"--max-output-tokens must be at least 1, got {args.max_output_tokens}")
     torch.manual_seed(args.seed)
+    if args.web:
+        return _serve_web(args)
     logger.info("Loading %s …", args.checkpoint)
     tokenizer = load_tokenizer(args.checkpoint)  # first: a missing tokenizer should fail before the slow part
     model = EdgeLlamaForCausalLM.from_pretrained(args.checkpoint, context_length=args.context_length)
@@ -80,6 +89,30 @@ def run(args: argparse.Namespace) -> int:
         f"decode {reply.decode_tokens_per_second:.1f} tokens/s"
         f"{' · stopped at end of turn' if reply.stopped_on_eos else ' · stopped at --max-output-tokens'}"
     )
+    return 0
+
+
+def _serve_web(args: argparse.Namespace) -> int:
+    try:
+        from edge_llama.web import ChatOptions, ChatService, server
+    except ImportError as error:
+        raise _usage_error(f"--web needs the web extra ({error.name} is missing): pip install 'edge-llama[web]'") from error
+
+    if not 0 <= args.port <= 65535:
+        raise _usage_error(f"--port must be in 0..65535, got {args.port}")
+    sock = server.bind(args.host, args.port, args.allow_remote)  # before the slow load: a bad --host fails at once
+    options = ChatOptions(
+        context_length=args.context_length,
+        max_new_tokens=args.max_output_tokens,
+        system=args.system,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+    )
+    service = ChatService(args.checkpoint, options)  # loads in the background; the page shows how it went
+    print(f"edge-llama chat: {server.url_of(sock)} ({args.checkpoint}; Ctrl+C stops)", flush=True)
+    uvicorn_server = server.make_server(service, sock, args.allow_remote, log_level="info" if args.verbose else "warning")
+    uvicorn_server.run(sockets=[sock])
     return 0
 
 
