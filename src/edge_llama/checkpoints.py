@@ -20,8 +20,9 @@ from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
 from ._io import atomic_directory
 from .configuration_edge_llama import EdgeLlamaConfig
-from .errors import CheckpointNotFoundError, EdgeLlamaConfigError, TokenizerNotFoundError, UnsupportedCheckpointError
+from .errors import CheckpointFileError, CheckpointNotFoundError, EdgeLlamaConfigError, TokenizerNotFoundError, UnsupportedCheckpointError
 from .presets import ModelPreset, find_preset, known_aliases
+from .serialization.safety import check_config, contained_file, read_json, refuse_pickled_weights
 
 if TYPE_CHECKING:
     from .modeling_edge_llama import EdgeLlamaForCausalLM
@@ -154,6 +155,7 @@ def _check_model_type(model_type: str, source) -> None:
 def load_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tuple[str, object]:
     """Resolves the checkpoint and reads its config; returns `(source, raw_config)`."""
     source = resolve_checkpoint(name_or_path, **hub_kwargs)
+    _check_config_file(source, hub_kwargs)
     try:
         raw_config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except (OSError, ValueError) as error:
@@ -166,6 +168,22 @@ def load_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tuple[str, obj
         ) from error
     _check_model_type(raw_config.model_type, name_or_path)
     return source, raw_config
+
+
+def _check_config_file(source: str, hub_kwargs: dict) -> None:
+    """Reads `config.json` with the untrusted-file checks before transformers sees it (see `serialization.safety`)."""
+    folder = Path(source)
+    if folder.is_dir():
+        path = contained_file(folder, "config.json", "config")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(source, "config.json", **hub_kwargs))
+        except Exception:  # noqa: BLE001 - unreachable or no such repo: AutoConfig reports it with its own words
+            return
+    data = check_config(read_json(path), path)
+    _check_model_type(data["model_type"], source)
 
 
 def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> EdgeLlamaForCausalLM:
@@ -197,7 +215,7 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
     config = EdgeLlamaConfig.from_llama_config(base_config, **edge_kwargs)
     config._name_or_path = source
 
-    reference = LlamaForCausalLM.from_pretrained(source, config=config.to_llama_config(), dtype=dtype, **hub_kwargs)
+    reference = _load_float_weights(source, config, dtype, hub_kwargs)
     with torch.device("meta"):
         model = cls(config)
     # Split heads and conv weights are views of the loaded tensors: no second copy of the weights.
@@ -208,6 +226,23 @@ def load_edge_model(cls: type[EdgeLlamaForCausalLM], name_or_path, **kwargs) -> 
     model.name_or_path = source
     model.base_model_id, model.license = _provenance(name_or_path, source)
     return model.eval()
+
+
+def _load_float_weights(source: str, config: EdgeLlamaConfig, dtype, hub_kwargs: dict) -> LlamaForCausalLM:
+    """The reference Llama from safetensors only: pickled weights (`pytorch_model.bin`) are refused."""
+    if Path(source).is_dir():
+        refuse_pickled_weights(source)
+    try:
+        return LlamaForCausalLM.from_pretrained(
+            source, config=config.to_llama_config(), dtype=dtype, use_safetensors=True, **hub_kwargs
+        )
+    except OSError as error:
+        if "safetensors" not in str(error):
+            raise
+        raise CheckpointFileError(
+            f"{source} has no safetensors weights; edge-llama never loads pickled weights (unpickling can run code). "
+            "Convert them once in a trusted environment with LlamaForCausalLM.from_pretrained(...).save_pretrained(folder)."
+        ) from error
 
 
 def _provenance(name_or_path, source: str) -> tuple[str | None, str | None]:

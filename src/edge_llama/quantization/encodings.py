@@ -24,11 +24,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._io import write_text_atomic
 from ..errors import EdgeLlamaError
+from ..serialization.safety import read_json
 
 VERSION = "1.0.0"
+_REQUIRED_ENTRY_KEYS = ("name", "enc_type", "dtype", "bw", "is_sym")
 ENC_TYPES = ("PER_TENSOR", "PER_CHANNEL", "PER_BLOCK", "LPBQ")
-MAX_FILE_BYTES = 2 * 1024**3
+MAX_FILE_BYTES = 2 * 1024**3  # LPBQ block scales of an 8B model are ~1 GB of JSON
+MAX_DEPTH = 8  # the deepest 1.0.0 path: root, a list, an entry, its scale list (quantizer_args may nest a little)
 
 
 class EncodingsError(EdgeLlamaError, ValueError):
@@ -91,13 +95,16 @@ class TensorEncoding:
         if not isinstance(name, str) or not name:
             raise EncodingsError(f"{where}: 'name' must be a non-empty string")
         where = f"{where} ({name})"
-        enc_type, dtype = entry.get("enc_type"), entry.get("dtype", "INT")
+        missing = [key for key in _REQUIRED_ENTRY_KEYS if key not in entry]
+        if missing:
+            raise EncodingsError(f"{where}: missing {missing}; every 1.0.0 entry has {list(_REQUIRED_ENTRY_KEYS)}")
+        enc_type, dtype = entry.get("enc_type"), entry.get("dtype")
         if enc_type not in ENC_TYPES:
             raise EncodingsError(f"{where}: enc_type must be one of {list(ENC_TYPES)}, got {enc_type!r}")
         if dtype not in ("INT", "FLOAT"):
             raise EncodingsError(f"{where}: dtype must be INT or FLOAT, got {dtype!r}")
         bw = _int(entry.get("bw"), f"{where}: bw", low=2, high=32)
-        is_sym = entry.get("is_sym", False)
+        is_sym = entry.get("is_sym")
         if not isinstance(is_sym, bool):
             raise EncodingsError(f"{where}: is_sym must be true or false, got {is_sym!r}")
         scale = _number_list(entry.get("scale", []), f"{where}: scale", positive=True)
@@ -150,8 +157,14 @@ class Encodings:
             return cls._from_legacy(data, source)
         if version != VERSION:
             raise EncodingsError(f"{source}: unsupported encodings version {version!r}; expected {VERSION!r} (or legacy 0.6.1)")
+        for key in ("activation_encodings", "param_encodings"):
+            if key not in data:
+                raise EncodingsError(f"{source}: missing {key!r}; a 1.0.0 encodings file lists activation and param encodings")
+        excluded = _list(data.get("excluded_layers", []), f"{source}: excluded_layers")
+        if not all(isinstance(name, str) for name in excluded):
+            raise EncodingsError(f"{source}: excluded_layers must be a list of layer names (strings)")
         encodings = cls(
-            excluded_layers=[str(x) for x in _list(data.get("excluded_layers", []), f"{source}: excluded_layers")],
+            excluded_layers=list(excluded),
             quantizer_args=data.get("quantizer_args") or {},
         )
         if not isinstance(encodings.quantizer_args, dict):
@@ -194,20 +207,15 @@ class Encodings:
         return encodings
 
     def write(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        """Writes the 1.0.0 JSON atomically (a temporary file renamed over `path`)."""
+        write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Encodings:
         path = Path(path)
         if not path.is_file():
             raise EncodingsError(f"encodings file not found: {path}")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise EncodingsError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit for encodings")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-            raise EncodingsError(f"{path}: not valid JSON ({error})") from error
+        data = read_json(path, max_bytes=MAX_FILE_BYTES, max_depth=MAX_DEPTH, error=EncodingsError)
         return cls.from_json(data, source=str(path))
 
     def check_params(self, expected: dict[str, tuple[int, ...]], source: str = "model.encodings") -> None:

@@ -7,13 +7,13 @@ every offset and length against its size before touching it.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import EdgeLlamaError
@@ -60,10 +60,14 @@ class TensorLocation:
     def from_onnx(cls, name: str, onnx_type: int, shape, offset: int, length: int) -> TensorLocation:
         if onnx_type not in _TORCH_TYPES:
             raise ModelDataError(f"{name}: unsupported ONNX data type {onnx_type}")
-        return cls(name, int(offset), int(length), _TORCH_TYPES[onnx_type], tuple(int(d) for d in shape))
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise ModelDataError(f"{name}: negative dimension in shape {list(shape)}")
+        return cls(name, int(offset), int(length), _TORCH_TYPES[onnx_type], shape)
 
     def expected_length(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * torch.empty((), dtype=self.dtype).element_size()
+        # Python integers: a crafted shape must not wrap around (int64 products of huge dims can be 0).
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
 
 
 def write_model_data(path: str | os.PathLike, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, TensorLocation]:

@@ -13,6 +13,10 @@ README.md                model card
 The weights in `model.data` are what the engine keeps in float: the original weights for the QNN
 recipes (AIMET applies the encodings), the dequantized grid values for the others. Each engine
 rebuilds its quantized model from them plus the encodings, bit-identically. Nothing is unpickled.
+
+`quantization_config.checksums` records the sha256 of `model.data` and `model.encodings`; loading
+checks them last (after the structural checks, which name the broken tensor), so a file changed after
+saving never loads silently. See `serialization.safety` for what else the loader refuses.
 """
 
 from __future__ import annotations
@@ -25,18 +29,20 @@ import torch
 
 from .._io import atomic_directory
 from ..errors import EdgeLlamaError
-from ..quantization.encodings import Encodings
+from ..quantization.encodings import Encodings, EncodingsError
 from ..quantization.engines import get_engine, quantizable_weights
 from ..quantization.quantize import QuantizationState
 from ..quantization.recipe import parse_recipe
 from .model_data import FILE_NAME as DATA_FILE
 from .model_data import ModelData, ModelDataError
+from .safety import contained_file, file_sha256, verify_sha256
 
 if TYPE_CHECKING:
     from ..configuration_edge_llama import EdgeLlamaConfig
     from ..modeling_edge_llama import EdgeLlamaForCausalLM
 
 ENCODINGS_FILE = "model.encodings"
+CHECKSUMMED_FILES = (DATA_FILE, ENCODINGS_FILE)
 
 
 def save_quantized(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, tokenizer=None) -> None:
@@ -49,7 +55,10 @@ def save_quantized(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, token
         encodings = engine.encodings(model)
         export_onnx_graphs(engine.float_model(model), staging, activation_names=encodings.activations)
         encodings.write(staging / ENCODINGS_FILE)
-        model.config.quantization_config = model.quantization.to_config()
+        model.config.quantization_config = {
+            **model.quantization.to_config(),
+            "checksums": {name: file_sha256(staging / name) for name in CHECKSUMMED_FILES},
+        }
         model.config.save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
         tokenizer = tokenizer if tokenizer is not None else _checkpoint_tokenizer(model)
@@ -60,10 +69,14 @@ def save_quantized(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, token
 
 def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, config: EdgeLlamaConfig) -> EdgeLlamaForCausalLM:
     """Rebuilds the quantized model saved in `folder` (see `save_quantized`)."""
-    from ..export.onnx_graphs import read_graph_weights
+    from ..export.onnx_graphs import graph_file_name, read_graph_weights
 
     folder = Path(folder)
     settings = config.quantization_config
+    for ar in config.ar_lengths:
+        contained_file(folder, graph_file_name(ar, config.context_length), "graph")
+    data_path = contained_file(folder, DATA_FILE, "weights file")
+    encodings_path = contained_file(folder, ENCODINGS_FILE, "encodings file")
     try:
         recipe = parse_recipe(settings["recipe_spec"], source=f"{folder / 'config.json'}: quantization_config.recipe_spec")
     except KeyError as error:
@@ -78,19 +91,17 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
         raise ModelDataError(
             f"{folder}: the graphs' weights do not match config.json's model: missing {missing[:3]}, unexpected {extra[:3]}"
         )
-    with ModelData(folder / DATA_FILE) as data:
-        state = {}
-        for name, location in locations.items():
-            tensor = data.read(location)
-            if tuple(tensor.shape) != expected[name]:
-                raise ModelDataError(f"{folder.name}: weight {name} has shape {list(tensor.shape)}, the model needs {list(expected[name])}")
-            state[name] = tensor
+    for name, location in locations.items():  # before reading: a crafted shape must not size an allocation
+        if location.shape != expected[name]:
+            raise ModelDataError(f"{folder.name}: weight {name} has shape {list(location.shape)}, the model needs {list(expected[name])}")
+    with ModelData(data_path) as data:
+        state = {name: data.read(location) for name, location in locations.items()}
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    encodings = Encodings.read(folder / ENCODINGS_FILE)
+    encodings = Encodings.read(encodings_path)
     engine = get_engine(recipe.engine)
     expected_params = getattr(engine, "expected_params", expected_param_encodings)(model, recipe)
     encodings.check_params(expected_params, source=str(folder / ENCODINGS_FILE))
@@ -104,9 +115,21 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
         perplexity=settings.get("perplexity"),
     )
     engine.restore(model, recipe, encodings)
+    _verify_checksums(folder, settings)
     model.config.quantization_config = settings
     model.name_or_path = str(folder)
     return model.eval()
+
+
+def _verify_checksums(folder: Path, settings: dict) -> None:
+    checksums = settings.get("checksums")
+    if checksums is None:
+        return  # saved before checksums were recorded
+    config_path = folder / "config.json"
+    if not isinstance(checksums, dict):
+        raise ModelDataError(f"{config_path}: quantization_config.checksums must be an object of file name to sha256")
+    for name, error in ((DATA_FILE, ModelDataError), (ENCODINGS_FILE, EncodingsError)):
+        verify_sha256(folder / name, checksums.get(name), config_path, error=error)
 
 
 def expected_param_encodings(model, recipe) -> dict[str, tuple[int, ...]]:
