@@ -35,12 +35,17 @@ def export_target(config) -> str | None:
 
 def load_exported(folder: str | os.PathLike, config) -> ExportedEdgeLlamaForCausalLM:
     from .generation import EdgeRunner
+    from .generation.program_runner import ProgramRunner
 
     target = export_target(config)
     if target == "qnn":
         from .generation.qnn_backend import QnnContextBackend
 
-        backend = QnnContextBackend(folder)
+        backend, runner = QnnContextBackend(folder), EdgeRunner
+    elif target == "executorch":
+        from .generation.executorch_backend import ExecuTorchBackend
+
+        backend, runner = ExecuTorchBackend(folder), ProgramRunner
     else:
         raise UnsupportedCheckpointError(
             f"{folder} is an export for {target!r}, which edge-llama cannot run on this machine; "
@@ -48,7 +53,7 @@ def load_exported(folder: str | os.PathLike, config) -> ExportedEdgeLlamaForCaus
         )
     with torch.device("meta"):
         model = ExportedEdgeLlamaForCausalLM(backend.config)
-    model._runner = EdgeRunner(backend)
+    model._runner = runner(backend)
     model.name_or_path = str(folder)
     generation_config = Path(folder) / "generation_config.json"
     if generation_config.is_file():

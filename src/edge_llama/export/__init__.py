@@ -4,6 +4,7 @@
 |---|---|---|
 | `onnx` | `onnx_parts` | per-part ONNX graphs (prompt and token AR) + one `model.data` + per-part encodings: AI Hub's upload form |
 | `qnn` | `qnn` | per-part × AR QNN context binaries for one SoC, compiled locally; they run on the x86 HTP simulator |
+| `executorch` | `executorch` | an XNNPACK `.pte` with the KV cache inside (float or `8da4w`); runs in `executorch.runtime` |
 
 More targets (`qnn`, `qai-hub`, `executorch`, `onnx-int4`) join as they land.
 """
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 TARGETS = {
     "onnx": "edge_llama.export.onnx_parts:export_onnx_parts",
     "qnn": "edge_llama.export.qnn:export_qnn",
+    "executorch": "edge_llama.export.executorch:export_executorch",
 }
 
 
