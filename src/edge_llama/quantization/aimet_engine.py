@@ -95,6 +95,9 @@ class AimetEngine:
             raise ValueError("choose one of GPTQ rounding and Sequential MSE: both pick the weights' encodings")
         if rounding != recipe.option("weight_rounding", "nearest"):  # recorded with the recipe in config.json
             model.quantization.recipe = dataclasses.replace(recipe, options={**recipe.options, "weight_rounding": rounding})
+        if options.get("layerwise", recipe.option("layerwise", False)):
+            self._quantize_layerwise(model, recipe, batches, use_seq_mse, progress, rounding, options)
+            return
         calls = _record_calls(model, batches) if use_seq_mse else None
         targets = _gptq_targets(model, recipe) if rounding == "gptq" else []
         hessians = _gptq_hessians(model, targets, batches, progress) if targets else {}
@@ -114,6 +117,20 @@ class AimetEngine:
                 runner.process(tokens.view(-1), runner.new_window())
 
         sim.compute_encodings(forward_pass, batches)
+        model.quantization.handle = sim
+
+    def _quantize_layerwise(self, model, recipe, batches, use_seq_mse, progress, rounding, options) -> None:
+        """One decoder layer at a time on `device` (see `layerwise`); the same encodings as the path above."""
+        from .layerwise import LayerwiseCalibrator, check_layerwise_options
+
+        check_layerwise_options(recipe, rounding, use_seq_mse)
+        sim = build_sim_by_template(model, recipe)
+        calibrator = LayerwiseCalibrator(
+            model, batches, device=options.get("device"), batch_size=int(options.get("calibration_batch_size", 8)),
+            use_seq_mse=use_seq_mse, seq_mse_candidates=int(recipe.option("seq_mse_candidates", 20)),
+            progress_dir=options.get("progress_dir"), on_layer_done=options.get("on_layer_done"), progress=progress,
+        )
+        model.quantization.layerwise_report = calibrator.run()
         model.quantization.handle = sim
 
     def encodings(self, model) -> Encodings:
@@ -240,6 +257,69 @@ def _build_sim(model, recipe) -> QuantizationSimModel:
     )
     _place_quantizers(sim, model, recipe)
     return sim
+
+
+class _TemplateSim:
+    """What `_place_quantizers` and aimet's config helpers read of a `QuantizationSimModel`."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def named_qmodules(self):
+        return ((n, m) for n, m in self.model.named_modules() if isinstance(m, BaseQuantizationMixin))
+
+    def qmodules(self):
+        return (m for _, m in self.named_qmodules())
+
+
+def build_sim_by_template(model, recipe) -> _TemplateSim:
+    """The simulation `_build_sim` makes, without tracing the whole model.
+
+    `QuantizationSimModel` traces the graph (torch.jit, twice) to apply its config: about half a minute
+    per decoder layer of a 3B model on a laptop CPU, and it needs every weight in memory at once. All
+    decoder layers are alike, so the simulation is built by aimet for a one-layer model of the same
+    shapes, and every module of `model` is wrapped the same way and given copies of the parameter
+    quantizers of its counterpart there; then the recipe places its quantizers as usual.
+    (`tests/quantization/test_layerwise.py` checks that both give the same quantizers and encodings.)
+    """
+    import copy
+    import re
+
+    from aimet_torch.quantsim.quantsim import _convert_to_qmodel
+
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = 1
+    with torch.device("meta"):
+        template = type(model)(config)
+    template.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in itertools.chain(template.parameters(), template.buffers()):
+            tensor.zero_()
+    _build_sim(template, recipe)
+    counterparts = dict(template.named_modules())
+    graph = model.graph(model.config.prompt_ar_length)
+    _convert_to_qmodel(graph)
+    for name, module in model.named_modules():
+        if not isinstance(module, BaseQuantizationMixin):
+            continue
+        twin = counterparts[re.sub(r"^model\.layers\.\d+\.", "model.layers.0.", name)]
+        for key, quantizer in twin.param_quantizers.items():
+            module.param_quantizers[key] = copy.deepcopy(quantizer)
+        module.input_quantizers = nn.ModuleList([None] * len(twin.input_quantizers))
+        module.output_quantizers = nn.ModuleList([None] * len(twin.output_quantizers))
+    sim = _TemplateSim(graph)
+    _place_quantizers(sim, model, recipe)
+    return sim
+
+
+def layer_quantizers(model, index: int) -> list[tuple[str, object]]:
+    """`(encoding name, quantizer)` of what calibrating decoder layer `index` settles: its own quantizers,
+    its KV cache's, and the graph inputs every layer reads (mask, RoPE tables)."""
+    prefix = f"model.layers.{index}."
+    own = {f"past_key_{index}_in", f"past_key_{index}_out", f"past_value_{index}_in", f"past_value_{index}_out"}
+    shared = {"attention_mask", "position_cos", "position_sin"}
+    return [(name, quantizer) for name, _, quantizer in _named_quantizers(model)
+            if name.startswith(prefix) or name in own or name in shared]
 
 
 def _activation(bits: int, symmetric: bool = False) -> QuantizeDequantize:
