@@ -232,27 +232,42 @@ def _load_float_weights(source: str, config: EdgeLlamaConfig, dtype, hub_kwargs:
     """The reference Llama from safetensors only: pickled weights (`pytorch_model.bin`) are refused."""
     if Path(source).is_dir():
         refuse_pickled_weights(source)
-    try:
-        return LlamaForCausalLM.from_pretrained(
-            source, config=config.to_llama_config(), dtype=dtype, use_safetensors=True, **hub_kwargs
-        )
-    except OSError as error:
-        if "safetensors" not in str(error):
-            raise
+    elif not _hub_has_safetensors(source, hub_kwargs):
+        # Checked here: given a pickle-only repo, transformers would ask the Hub to open a conversion PR.
         raise CheckpointFileError(
             f"{source} has no safetensors weights; edge-llama never loads pickled weights (unpickling can run code). "
             "Convert them once in a trusted environment with LlamaForCausalLM.from_pretrained(...).save_pretrained(folder)."
-        ) from error
+        )
+    return LlamaForCausalLM.from_pretrained(source, config=config.to_llama_config(), dtype=dtype, use_safetensors=True, **hub_kwargs)
+
+
+def _hub_has_safetensors(repo_id: str, hub_kwargs: dict) -> bool:
+    """False only when the hub says neither `model.safetensors` nor its shard index exists."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    for name in ("model.safetensors.index.json", "model.safetensors"):
+        try:
+            hf_hub_download(repo_id, name, **hub_kwargs)  # the download transformers makes next anyway
+            return True
+        except RemoteEntryNotFoundError:
+            continue
+        except Exception:  # noqa: BLE001 - offline, no such repo…: transformers reports it in its own words
+            return True
+    return False
 
 
 def _provenance(name_or_path, source: str) -> tuple[str | None, str | None]:
     """The hub id of the base model and its license, where known."""
+    from .model_card import card_metadata
+
     preset = find_preset(str(name_or_path))
     if preset is not None:
         return preset.base_model, preset.license
+    license = card_metadata(source).get("license")  # the base's own card: a local README.md, or the cached hub one
     if not Path(source).exists():
-        return source, None  # a hub id
-    return None, None
+        return source, license  # a hub id
+    return None, license
 
 
 def _load_quantized_checkpoint(cls, name_or_path, source: str, config, edge_kwargs: dict, hub_kwargs: dict):

@@ -7,7 +7,6 @@ disabled, so nothing quietly runs in float.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 
 from ..configuration_edge_llama import EdgeLlamaConfig
+from ..serialization.safety import contained_file, read_json
+from ..export.genie import GENIE_INPUT_NAMES
 from .backends import GraphCall, GraphResult
 
 
@@ -32,13 +33,17 @@ class QnnContextBackend:
 
         self.folder = Path(folder)
         self.config = EdgeLlamaConfig.from_pretrained(self.folder)
-        metadata = json.loads((self.folder / METADATA_FILE).read_text())
+        metadata = read_json(contained_file(self.folder, METADATA_FILE, "metadata"))
         device = find_device(metadata["device"]["name"])
         self.description = f"QNN context binaries for {device.name} ({device.chipset}) · x86 HTP simulator"
         self.sessions: dict[int, list] = {}
+        self.io: dict[int, list[dict]] = {}  # per AR, per part: each I/O's metadata (dtype, scale, offset) by name
         for graph in metadata["graphs"]:  # in call order: parts 1 … N of each AR
-            session = ort.InferenceSession(str(self.folder / graph["context_file"]), sess_options=qnn_session_options(device))
+            context = contained_file(self.folder, graph["context_file"], "context graph")
+            _check_binary_names(self.folder, context)
+            session = ort.InferenceSession(str(context), sess_options=qnn_session_options(device))
             self.sessions.setdefault(graph["ar_length"], []).append(session)
+            self.io.setdefault(graph["ar_length"], []).append({v["name"]: v for v in (*graph["inputs"], *graph["outputs"])})
 
     def __call__(self, call: GraphCall) -> GraphResult:
         tensors = {
@@ -47,14 +52,44 @@ class QnnContextBackend:
         }
         for layer, (key, value) in enumerate(zip(call.past_keys, call.past_values)):
             tensors[f"past_key_{layer}_in"], tensors[f"past_value_{layer}_in"] = key, value
-        arrays = {name: np.ascontiguousarray(tensor.numpy()) for name, tensor in tensors.items()}
-        for session in self.sessions[call.ar_length]:
-            feeds = {value.name: arrays[value.name] for value in session.get_inputs()}
+        arrays = {GENIE_INPUT_NAMES.get(name, name): np.ascontiguousarray(tensor.numpy()) for name, tensor in tensors.items()}
+        for session, io in zip(self.sessions[call.ar_length], self.io[call.ar_length]):
+            # The binaries take and return Genie's integer tensors; the host quantizes them as Genie does.
+            feeds = {value.name: _to_graph(arrays[value.name], io.get(value.name)) for value in session.get_inputs()}
             names = [value.name for value in session.get_outputs()]
-            arrays.update(zip(names, session.run(names, feeds)))
+            arrays.update((name, _from_graph(array, io.get(name))) for name, array in zip(names, session.run(names, feeds)))
         layers = range(self.config.num_hidden_layers)
         return GraphResult(
             logits=torch.from_numpy(arrays["logits"]),
             keys_out=[torch.from_numpy(arrays[f"past_key_{l}_out"]) for l in layers],
             values_out=[torch.from_numpy(arrays[f"past_value_{l}_out"]) for l in layers],
         )
+
+
+def _to_graph(array: np.ndarray, io: dict | None) -> np.ndarray:
+    dtype = np.dtype(io["dtype"]) if io and io.get("dtype") != "float" else None
+    if io is None or "quantization" not in io:
+        return array.astype(dtype) if dtype is not None and array.dtype != dtype else array
+    q = io["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(array / q["scale"]) - q["offset"], info.min, info.max).astype(dtype)
+
+
+def _from_graph(array: np.ndarray, io: dict | None) -> np.ndarray:
+    if io is None or "quantization" not in io:
+        return array
+    q = io["quantization"]
+    return ((array.astype(np.float32) + q["offset"]) * q["scale"]).astype(np.float32)
+
+
+def _check_binary_names(folder: Path, context: Path) -> None:
+    """The binaries an `_ctx.onnx` graph makes onnxruntime load must lie inside the folder too."""
+    import onnx
+
+    graph = onnx.load(str(context), load_external_data=False).graph
+    for node in graph.node:
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        embedded = attributes["embed_mode"].i if "embed_mode" in attributes else 1
+        if node.op_type == "EPContext" and not embedded and "ep_cache_context" in attributes:  # a file name, not the bytes
+            name = attributes["ep_cache_context"].s.decode(errors="replace")
+            contained_file(folder, name, f"context binary of {context.name}")

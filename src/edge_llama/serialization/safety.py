@@ -67,9 +67,12 @@ def contained_file(folder: str | os.PathLike, name: str, what: str = "file") -> 
     return path
 
 
-def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, error=CheckpointFileError) -> Any:
-    """Parses a JSON file strictly and within bounds; problems raise `error` naming the file."""
+def read_json(path: str | os.PathLike, max_bytes: int | None = None, max_depth: int | None = None, error=CheckpointFileError) -> Any:
+    """Parses a JSON file strictly and within bounds (default `MAX_JSON_BYTES`, `MAX_JSON_DEPTH`);
+    problems raise `error` naming the file."""
     path = Path(path)
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    max_depth = MAX_JSON_DEPTH if max_depth is None else max_depth
     if not path.is_file():
         raise error(f"{path} is missing (or not a file)")
     size = path.stat().st_size

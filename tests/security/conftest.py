@@ -1,0 +1,42 @@
+"""Saved folders the security tests tamper with: a float Llama and a quantized edge checkpoint (tiny)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ..conftest import edge_from, tiny_llama
+
+
+@pytest.fixture(scope="session")
+def quantized_model():
+    model = edge_from(tiny_llama(tie_word_embeddings=True), context_length=64, ar_lengths=[16, 1])
+    return model.quantize("w4-rtn")
+
+
+@pytest.fixture(scope="session")
+def saved_quantized(quantized_model, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("security") / "w4-rtn"
+    quantized_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def saved_float(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("security") / "llama"
+    tiny_llama().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    """`copy_of(folder)`: a private copy to tamper with, inside `tmp_path / "victim"`."""
+
+    def make(folder: Path) -> Path:
+        target = tmp_path / "victim" / folder.name
+        shutil.copytree(folder, target)
+        return target
+
+    return make
