@@ -2,8 +2,8 @@
 
 The returned model is an `EdgeLlamaForCausalLM` without weights in PyTorch (they live in the
 exported files): its runner drives a backend that executes the export (the QNN context binaries on
-the HTP simulator), so `forward`, `generate`, `edge-llama evaluate` and `demo` measure the export
-itself.
+the HTP simulator, an ExecuTorch program, the onnx-int4 decoder in onnxruntime), so `forward`,
+`generate`, `edge-llama evaluate` and `demo` measure the export itself.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def load_exported(folder: str | os.PathLike, config) -> ExportedEdgeLlamaForCaus
         from .generation.executorch_backend import ExecuTorchBackend
 
         backend, runner = ExecuTorchBackend(folder), ProgramRunner
+    elif target == "onnx-int4":
+        from .generation.ort_backend import OrtInt4Backend
+
+        backend, runner = OrtInt4Backend(folder), ProgramRunner
     else:
         raise UnsupportedCheckpointError(
             f"{folder} is an export for {target!r}, which edge-llama cannot run on this machine; "
