@@ -5,6 +5,7 @@
 | `onnx` | `onnx_parts` | per-part ONNX graphs (prompt and token AR) + one `model.data` + per-part encodings: AI Hub's upload form |
 | `qnn` | `qnn` | per-part × AR QNN context binaries for one SoC, compiled locally; they run on the x86 HTP simulator |
 | `executorch` | `executorch` | an XNNPACK `.pte` with the KV cache inside (float or `8da4w`); runs in `executorch.runtime` |
+| `onnx-int4` | `onnx_int4` | one ONNX decoder with int4 `MatMulNBits` weights (float, `w4-awq`, `w4-rtn`), KV cache as I/O, `genai_config.json`: ORT GenAI / Ryzen AI form |
 
 More targets (`qnn`, `qai-hub`, `executorch`, `onnx-int4`) join as they land.
 """
@@ -26,6 +27,7 @@ TARGETS = {
     "onnx": "edge_llama.export.onnx_parts:export_onnx_parts",
     "qnn": "edge_llama.export.qnn:export_qnn",
     "executorch": "edge_llama.export.executorch:export_executorch",
+    "onnx-int4": "edge_llama.export.onnx_int4:export_onnx_int4",
 }
 
 
