@@ -490,6 +490,16 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
         with atomic_directory(save_directory) as staging:
             super().save_pretrained(staging, *args, **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Uploads the model to the Hub; a quantized model goes as its `save_pretrained` folder, model
+        card included (transformers' own push would replace the card with a generic one)."""
+        if self.quantization is None:
+            return super().push_to_hub(repo_id, **kwargs)
+        from .hub import push_quantized_to_hub
+
+        kwargs.pop("max_shard_size", None)  # model.data is one file by design
+        return push_quantized_to_hub(self, repo_id, **kwargs)
+
 
 class EdgeLlamaGraph(nn.Module):
     """One AR instantiation of the edge model with static shapes, ready for `torch.export`."""
