@@ -69,6 +69,14 @@ def test_stream_stop_and_new_chat(page, tiny_service):
         assert [m["content"] for m in service.messages(fresh)][0] == "Hello again"
         screenshot(page, "new_chat")
 
+        # New chat in the middle of an answer stops it first.
+        service.options.max_new_tokens = LONG_ANSWER
+        ask(page, "Another long one")
+        expect(last_answer(page).locator(".text")).not_to_have_text("")
+        page.click("#new-chat")
+        expect(page.locator(".message")).to_have_count(0)
+        assert not service.info()["generating"] and service.info()["tokens_computed"] < computed + LONG_ANSWER
+
 
 def test_bad_prompts_show_an_error_and_the_server_keeps_serving(page, tiny_service):
     with running_server(tiny_service) as url:

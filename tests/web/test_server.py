@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def test_client_disconnect_stops_generation(tiny_service):
         conversation = post(url, "/api/conversations", {})["conversation"]
         host, port = url.removeprefix("http://").rstrip("/").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        connection.request("POST", "/api/chat", json.dumps({"conversation": conversation, "prompt": "Go on and on"}))
+        body = json.dumps({"conversation": conversation, "prompt": "Go on and on"})
+        connection.request("POST", "/api/chat", body, headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
         assert response.readline().decode().startswith("event: token")
@@ -62,6 +64,20 @@ def test_client_disconnect_stops_generation(tiny_service):
         assert service.info()["tokens_computed"] == computed
         # and the server answers the next request
         assert post(url, "/api/conversations", {})["conversation"] != conversation
+
+
+def test_requests_other_sites_could_send_are_refused(tiny_service):
+    with running_server(tiny_service) as url:
+        form = urllib.request.Request(url + "api/load", data=b'{"checkpoint": "someone/else"}', headers={"Content-Type": "text/plain"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(form, timeout=30)
+        assert refused.value.code == 415 and "Content-Type: application/json" in json.load(refused.value)["error"]
+        rebound = urllib.request.Request(url + "api/info", headers={"Host": "attacker.example:8000"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=30)
+        assert refused.value.code == 400
+        assert tiny_service.info()["checkpoint"] == tiny_service.checkpoint != "someone/else"
+        assert json.load(urllib.request.urlopen(url.replace("127.0.0.1", "localhost") + "api/info", timeout=30))["state"] == "ready"
 
 
 def test_history_is_kept_on_the_server_and_slides_past_the_context(tiny_service):
@@ -118,7 +134,8 @@ def test_default_model_over_the_command_line():
 
 
 def chat(url: str, conversation: str, prompt: str) -> dict:
-    request = urllib.request.Request(url + "api/chat", data=json.dumps({"conversation": conversation, "prompt": prompt}).encode())
+    body = json.dumps({"conversation": conversation, "prompt": prompt}).encode()
+    request = urllib.request.Request(url + "api/chat", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=300) as response:
         events = response.read().decode().split("\n\n")
     done = [event for event in events if event.startswith("event: done")]

@@ -94,7 +94,8 @@ class ChatService:
         if not checkpoint or not checkpoint.strip():
             raise ChatError("no checkpoint given: type an alias (DEFAULT), a folder or a hub id")
         if not self._generation_lock.acquire(blocking=False):
-            raise ChatError("an answer is being generated: press stop first, then load", status_code=409)
+            busy = "an answer is being generated: press stop first" if self.model else f"{self.checkpoint} is still loading"
+            raise ChatError(f"{busy}, then load", status_code=409)
         with self._state_lock:
             self.checkpoint, self.load_error = checkpoint.strip(), None
             self.model = self.tokenizer = None

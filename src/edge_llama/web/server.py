@@ -22,6 +22,8 @@ import socket
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
@@ -34,8 +36,13 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(service: ChatService, allow_load: bool = True) -> Starlette:
-    """The demo's ASGI app. `allow_load=False` refuses `POST /api/load` (for servers others can reach)."""
+def create_app(service: ChatService, allow_load: bool = True, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The demo's ASGI app.
+
+    `allow_load=False` refuses `POST /api/load` (for servers others can reach). `allowed_hosts`, when
+    given, are the only `Host` headers answered: a loopback server answers only its loopback names, so
+    a web page elsewhere cannot reach it through a DNS name that resolves to 127.0.0.1.
+    """
 
     async def index(request: Request):
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -78,10 +85,14 @@ def create_app(service: ChatService, allow_load: bool = True) -> Starlette:
         Route("/api/stop", stop, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={ChatError: chat_error})
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={ChatError: chat_error})
 
 
 async def _json(request: Request) -> dict:
+    # Only JSON: another site's page can POST a form or text/plain here without asking, but not JSON.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ChatError("send the request body as JSON (Content-Type: application/json)", status_code=415)
     try:
         body = await request.json()
     except ValueError as error:
@@ -172,7 +183,11 @@ def make_server(service: ChatService, sock: socket.socket, allow_remote: bool = 
     `server.should_exit` is set (or Ctrl+C)."""
     import uvicorn
 
-    app = create_app(service, allow_load=not allow_remote)
+    allowed_hosts = None
+    if not allow_remote:
+        host = sock.getsockname()[0]
+        allowed_hosts = ["localhost", "127.0.0.1", "[::1]", f"[{host}]" if ":" in host else host]
+    app = create_app(service, allow_load=not allow_remote, allowed_hosts=allowed_hosts)
     return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2))
 
 

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const view = $("conversation"), promptBox = $("prompt"), sendButton = $("send"), stopButton = $("stop");
-let conversation = null, generating = false;
+let conversation = null, generating = false, turnDone = Promise.resolve();
 
 async function api(path, body) {
   const options = body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
@@ -59,7 +59,7 @@ async function refreshInfo() {
 }
 
 async function newChat() {
-  if (generating) await stop();
+  if (generating) { await stop(); await turnDone; }  // the server takes one answer at a time
   view.replaceChildren();
   try {
     conversation = (await (await api("/api/conversations", {})).json()).conversation;
@@ -89,6 +89,8 @@ async function send(event) {
   if (prompt.trim()) addMessage("user", prompt);
   const answer = addMessage("assistant streaming", "");
   const text = answer.querySelector(".text");
+  let endTurn;
+  turnDone = new Promise((resolve) => { endTurn = resolve; });
   setGenerating(true);
   try {
     const response = await api("/api/chat", {conversation, prompt});
@@ -127,6 +129,7 @@ async function send(event) {
   } finally {
     answer.classList.remove("streaming");
     setGenerating(false);
+    endTurn();
   }
 }
 
