@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -40,3 +41,15 @@ def copy_of(tmp_path):
         return target
 
     return make
+
+
+def fast(examples: int):
+    """Hypothesis settings for a fast-suite property test: `examples` runs (times `EDGE_LLAMA_FUZZ_SCALE`,
+    for a longer session) and no per-example deadline, since the machine is shared."""
+    from hypothesis import HealthCheck, settings
+
+    scale = int(os.environ.get("EDGE_LLAMA_FUZZ_SCALE", "1"))
+    return settings(
+        max_examples=examples * scale, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )

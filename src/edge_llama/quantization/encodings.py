@@ -30,6 +30,9 @@ from ..serialization.safety import read_json
 
 VERSION = "1.0.0"
 _REQUIRED_ENTRY_KEYS = ("name", "enc_type", "dtype", "bw", "is_sym")
+_BLOCK_KEYS = {"block_size": ("PER_BLOCK", "LPBQ"), "compressed_bw": ("LPBQ",), "per_block_int_scale": ("LPBQ",)}
+_ENTRY_KEYS = (*_REQUIRED_ENTRY_KEYS, "scale", "offset", *_BLOCK_KEYS)
+_TOP_LEVEL_KEYS = ("version", "activation_encodings", "param_encodings", "excluded_layers", "quantizer_args")
 ENC_TYPES = ("PER_TENSOR", "PER_CHANNEL", "PER_BLOCK", "LPBQ")
 MAX_FILE_BYTES = 2 * 1024**3  # LPBQ block scales of an 8B model are ~1 GB of JSON
 MAX_DEPTH = 8  # the deepest 1.0.0 path: root, a list, an entry, its scale list (quantizer_args may nest a little)
@@ -98,9 +101,15 @@ class TensorEncoding:
         missing = [key for key in _REQUIRED_ENTRY_KEYS if key not in entry]
         if missing:
             raise EncodingsError(f"{where}: missing {missing}; every 1.0.0 entry has {list(_REQUIRED_ENTRY_KEYS)}")
+        unknown = sorted(set(entry) - set(_ENTRY_KEYS))
+        if unknown:  # a misspelt optional key would otherwise vanish silently
+            raise EncodingsError(f"{where}: unknown key(s) {unknown}; an entry has some of {list(_ENTRY_KEYS)}")
         enc_type, dtype = entry.get("enc_type"), entry.get("dtype")
         if enc_type not in ENC_TYPES:
             raise EncodingsError(f"{where}: enc_type must be one of {list(ENC_TYPES)}, got {enc_type!r}")
+        misplaced = [key for key, types in _BLOCK_KEYS.items() if key in entry and enc_type not in types]
+        if misplaced:
+            raise EncodingsError(f"{where}: {misplaced} do not apply to a {enc_type} encoding")
         if dtype not in ("INT", "FLOAT"):
             raise EncodingsError(f"{where}: dtype must be INT or FLOAT, got {dtype!r}")
         bw = _int(entry.get("bw"), f"{where}: bw", low=2, high=32)
@@ -109,7 +118,9 @@ class TensorEncoding:
             raise EncodingsError(f"{where}: is_sym must be true or false, got {is_sym!r}")
         scale = _number_list(entry.get("scale", []), f"{where}: scale", positive=True)
         offset = [_int(o, f"{where}: offset") for o in _list(entry.get("offset", []), f"{where}: offset")]
-        if dtype == "INT" and (not scale or len(offset) != len(scale)):
+        if not scale:
+            raise EncodingsError(f"{where}: no scale; every encoding has at least one")
+        if dtype == "INT" and len(offset) != len(scale):
             raise EncodingsError(f"{where}: scale and offset need the same, non-zero length (got {len(scale)} and {len(offset)})")
         if enc_type == "PER_TENSOR" and len(scale) != 1:
             raise EncodingsError(f"{where}: a PER_TENSOR encoding has one scale, got {len(scale)}")
@@ -160,15 +171,16 @@ class Encodings:
         for key in ("activation_encodings", "param_encodings"):
             if key not in data:
                 raise EncodingsError(f"{source}: missing {key!r}; a 1.0.0 encodings file lists activation and param encodings")
+        unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
+        if unknown:
+            raise EncodingsError(f"{source}: unknown top-level key(s) {unknown}; a 1.0.0 file has {list(_TOP_LEVEL_KEYS)}")
         excluded = _list(data.get("excluded_layers", []), f"{source}: excluded_layers")
         if not all(isinstance(name, str) for name in excluded):
             raise EncodingsError(f"{source}: excluded_layers must be a list of layer names (strings)")
-        encodings = cls(
-            excluded_layers=list(excluded),
-            quantizer_args=data.get("quantizer_args") or {},
-        )
-        if not isinstance(encodings.quantizer_args, dict):
-            raise EncodingsError(f"{source}: quantizer_args must be an object")
+        quantizer_args = data.get("quantizer_args", {})
+        if not isinstance(quantizer_args, dict):
+            raise EncodingsError(f"{source}: quantizer_args must be an object, got {type(quantizer_args).__name__}")
+        encodings = cls(excluded_layers=list(excluded), quantizer_args=dict(quantizer_args))
         for key, target in (("activation_encodings", encodings.activations), ("param_encodings", encodings.params)):
             for index, entry in enumerate(_list(data.get(key, []), f"{source}: {key}")):
                 encoding = TensorEncoding.from_json(entry, f"{source}: {key}[{index}]")

@@ -10,6 +10,7 @@ module in float.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -22,6 +23,8 @@ from ..errors import EdgeLlamaError
 from ..presets import configs_dir
 
 ENGINES = ("rtn", "aimet", "torchao", "awq")
+MAX_FILE_BYTES = 1024**2
+MAX_VALUES = 100_000  # after YAML aliases are expanded: `&a [*b, *b, …]` chains grow exponentially
 LAYOUT_SWITCHES = ("use_split_head_attention", "use_conv_projections")
 
 
@@ -169,9 +172,12 @@ def load_recipe(recipe: str | os.PathLike | Recipe) -> Recipe:
             )
     elif not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise RecipeError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit for a recipe")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
         raise RecipeError(f"{path} is not valid YAML: {error}") from error
     return parse_recipe(data, source=str(path))
 
@@ -180,6 +186,7 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     """Validates a recipe mapping; every error names the file and the field."""
     mapping = _mapping(data, source)
     _no_unknown_keys(mapping, Recipe, source)
+    _check_options(mapping.get("options"), f"{source}: options")
     try:
         engine = mapping.get("engine")
         if engine not in ENGINES:
@@ -215,6 +222,28 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         raise
     except (ValueError, TypeError) as error:
         raise RecipeError(f"{source}: {error}") from error
+
+
+def _check_options(value, where: str) -> None:
+    """Options must survive `config.json` unchanged: string keys, JSON values, finite numbers, and a
+    bounded size once YAML aliases are expanded (`&a [*b, *b, …]` chains grow exponentially)."""
+    count, stack = 0, [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise RecipeError(f"{where} holds more than {MAX_VALUES} values (YAML aliases expanded); a recipe's options are a few settings")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise RecipeError(f"{path}: option names must be strings, found {key!r}; quote it in the YAML")
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise RecipeError(f"{path}: {item} cannot be stored in config.json; use a finite number")
+        elif item is not None and not isinstance(item, (bool, int, float, str)):
+            raise RecipeError(f"{path}: {type(item).__name__} values cannot be stored in config.json; use a string or number")
 
 
 def _scheme(cls, data, where: str, required: bool = False):
@@ -262,7 +291,7 @@ def _required_str(mapping: dict, key: str) -> str:
 
 def _no_unknown_keys(mapping: dict, cls, where: str, ignore=()) -> None:
     known = {f.name for f in fields(cls)} - set(ignore)
-    unknown = sorted(set(mapping) - known)
+    unknown = sorted(set(mapping) - known, key=repr)  # YAML keys may be of any type
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(known)}")
 
