@@ -141,3 +141,20 @@ def chat(url: str, conversation: str, prompt: str) -> dict:
     done = [event for event in events if event.startswith("event: done")]
     assert len(done) == 1, events[-3:]
     return json.loads(done[0].split("data: ", 1)[1])
+
+
+def test_an_exported_program_answers_through_its_runtime(default_model_path, tmp_path):
+    """An onnx-int4 export (the cheapest export to build here) chats through ONNX Runtime, not PyTorch."""
+    from ..conftest import edge_from, tiny_llama
+
+    edge = edge_from(tiny_llama(vocab_size=49152, intermediate_size=128), context_length=TINY_CONTEXT, ar_lengths=[16, 1])
+    edge.name_or_path = default_model_path  # the export carries SmolLM2's tokenizer files
+    folder = edge.export("onnx-int4", tmp_path / "onnx-int4", max_seq_len=16)
+    service = ChatService(str(folder), ChatOptions(max_new_tokens=4))
+    assert service.wait_until_loaded(60) and service.model is not None, service.load_error
+    assert "ONNX Runtime" in service.info()["backend"]
+    conversation = service.new_conversation()
+    first = service.answer(service.prepare(conversation, "Hi"))
+    second = service.answer(service.prepare(conversation, "Again"))
+    assert first["output_tokens"] == second["output_tokens"] == 4 and "ONNX Runtime" in second["backend"]
+    assert second["prompt_tokens"] > first["prompt_tokens"] + 4
