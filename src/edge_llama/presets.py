@@ -68,6 +68,8 @@ class DevicePreset:
     htp_arch: str
     weight_sharing: bool = True
     fp16: bool = True
+    max_graph_bytes: int | None = None  # weights one HTP graph may hold; larger parts must be split further
+    ai_hub_chipset: str | None = None  # Qualcomm AI Hub's `chipset:` device attribute
 
     @property
     def dsp_arch(self) -> str:
@@ -88,6 +90,8 @@ def device_presets() -> dict[str, DevicePreset]:
             htp_arch=str(data["htp_arch"]),
             weight_sharing=bool(data.get("weight_sharing", True)),
             fp16=bool(data.get("fp16", True)),
+            max_graph_bytes=int(data["max_graph_bytes"]) if data.get("max_graph_bytes") else None,
+            ai_hub_chipset=data.get("ai_hub_chipset"),
         )
         for key in (preset.name, *preset.aliases):
             presets[key.lower()] = preset

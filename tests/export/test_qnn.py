@@ -9,9 +9,13 @@ import torch
 
 from edge_llama import EdgeLlamaConfigError, EdgeLlamaForCausalLM
 from edge_llama.cli.main import main
+from edge_llama.export.genie import validate_bundle
 from edge_llama.export.qnn import QnnExportError
 
 from ..conftest import edge_from, tiny_llama
+
+# v79 and v73: two HTP generations; every fixture compiles once per module.
+DEVICES = {"Snapdragon 8 Elite": ("SM8750", 69, "v79"), "Snapdragon 8 Gen 2": ("SM8550", 43, "v73")}
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +30,17 @@ def w4a16(float_model, default_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def bundle(w4a16, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qnn") / "bundle"
-    w4a16.export("qnn", folder, device="Snapdragon 8 Elite", parts=2)
-    return folder
+def bundles(w4a16, default_tokenizer, tmp_path_factory):
+    folders = {}
+    for device in DEVICES:
+        folders[device] = tmp_path_factory.mktemp("qnn") / "bundle"
+        w4a16.export("qnn", folders[device], device=device, parts=2, tokenizer=default_tokenizer)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def bundle(bundles):
+    return bundles["Snapdragon 8 Elite"]
 
 
 def test_one_context_binary_per_part_and_ar(bundle):
@@ -39,27 +50,74 @@ def test_one_context_binary_per_part_and_ar(bundle):
     assert names == ["prompt_ar16_cl64_1_of_2", "prompt_ar16_cl64_2_of_2", "token_ar1_cl64_1_of_2", "token_ar1_cl64_2_of_2"]
     for graph in metadata["graphs"]:
         assert (bundle / graph["context_file"]).is_file() and (bundle / graph["binary_file"]).stat().st_size > 0
-    kv = next(i for i in metadata["graphs"][1]["inputs"] if i["name"] == "past_key_0_in")
-    assert kv["quantization"]["bw"] == 8 and kv["quantization"]["is_sym"]
+    # Genie's I/O: integer tensors under Genie's names, each with its scale and offset.
+    inputs = {i["name"]: i for i in metadata["graphs"][1]["inputs"]}
+    assert {"position_ids_cos", "position_ids_sin", "attention_mask", "past_key_0_in"} <= set(inputs)
+    assert inputs["past_key_0_in"]["dtype"] == "int8" and inputs["past_key_0_in"]["quantization"]["offset"] == 0
+    assert inputs["attention_mask"]["dtype"] == "uint16" and inputs["attention_mask"]["shape"] == [1, 1, 16, 64]
+    assert metadata["graphs"][0]["inputs"][0] == {"name": "input_ids", "dtype": "int32", "shape": [1, 16]}
     assert json.loads((bundle / "config.json").read_text())["edge_llama_export"]["device"] == "Snapdragon 8 Elite"
 
 
-def test_bundle_runs_on_the_htp_simulator_like_the_simulation(bundle, w4a16):
-    exported = EdgeLlamaForCausalLM.from_pretrained(bundle)
+@pytest.mark.parametrize("device", DEVICES)
+def test_genie_bundle_validates_for_the_device(bundles, device):
+    bundle = bundles[device]
+    validate_bundle(bundle)
+    chipset, soc_model, arch = DEVICES[device]
+    htp = json.loads((bundle / "htp_backend_ext_config.json").read_text())
+    assert htp["devices"][0]["soc_model"] == soc_model and htp["devices"][0]["dsp_arch"] == arch
+    assert htp["context"]["weight_sharing_enabled"] is True
+    genie = json.loads((bundle / "genie_config.json").read_text())["dialog"]
+    assert genie["context"]["size"] == 64 and genie["context"]["n-vocab"] == 49152
+    assert genie["engine"]["model"]["binary"]["ctx-bins"] == ["edge_llama_part_1_of_2.bin", "edge_llama_part_2_of_2.bin"]
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    shared = metadata["genie_binaries"]
+    # One context per part with both AR graphs, weights stored once: about one graph's bytes, not two.
+    for part in shared:
+        assert [g["genie_name"] for g in part["graphs"]][1].startswith("token_ar1_cl64_")
+        per_graph = [(bundle / g["binary_file"]).stat().st_size for g in metadata["graphs"] if g["part"] == part["part"]]
+        assert part["bytes"] < 1.2 * max(per_graph)
+    assert f"Hexagon {arch}" in (bundle / "README.md").read_text()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bundle_runs_on_the_htp_simulator_like_the_simulation(bundles, w4a16, device):
+    from edge_llama.export.qnn import sqnr_db
+
+    exported = EdgeLlamaForCausalLM.from_pretrained(bundles[device])
     torch.manual_seed(0)
     ids = torch.randint(3, 49152, (1, 21))  # a padded prompt chunk and AR-16 + AR-1 calls
     with torch.no_grad():
         on_npu, simulated = exported(ids).logits, w4a16(ids).logits
-    assert ((on_npu - simulated).abs().max() / simulated.abs().max()).item() < 0.05
-    assert (on_npu.argmax(-1) == simulated.argmax(-1)).float().mean().item() >= 0.9
+    agreement = (on_npu.argmax(-1) == simulated.argmax(-1)).float().mean().item()
+    sqnr = sqnr_db(on_npu, simulated)
+    print(f"{device}: top-1 agreement {agreement:.3f}, logits SQNR {sqnr:.1f} dB")
+    assert agreement >= 0.9 and sqnr >= 25
+    check = json.loads((bundles[device] / "metadata.json").read_text())["simulator_check"]
+    assert check["top1_agreement"] == 1.0 and check["sqnr_db"] >= 25
     greedy = exported.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert greedy.shape == (1, 25)
 
 
 def test_float_models_are_refused(float_model, tmp_path):
-    with pytest.raises(QnnExportError, match="QNN recipe .* got a float model"):
+    with pytest.raises(QnnExportError, match="QNN recipe .* got a float model.*Quantize it first.*fp16"):
         float_model.export("qnn", tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_part_over_the_graph_limit_asks_for_more_parts():
+    import dataclasses
+
+    from edge_llama.export.qnn import check_graph_sizes
+    from edge_llama.presets import find_device
+
+    elite = find_device("Snapdragon 8 Elite")
+    assert elite.max_graph_bytes == 2_000_000_000 and elite.ai_hub_chipset == "qualcomm-snapdragon-8-elite"
+    small = dataclasses.replace(elite, max_graph_bytes=1_000_000)
+    sizes = {"part_1_of_2_ar1_cl64": 400_000, "part_2_of_2_ar1_cl64": 2_500_000}
+    with pytest.raises(QnnExportError, match=r"part_2_of_2_ar1_cl64 holds 2.5 MB of weights, over the 1.0 MB .* parts=4 \(now 2\)"):
+        check_graph_sizes(sizes, small, num_parts=2)
+    check_graph_sizes(sizes, elite, num_parts=2)
 
 
 def test_unknown_device_lists_the_known_ones(w4a16, tmp_path):
