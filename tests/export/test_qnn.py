@@ -144,3 +144,15 @@ def test_demo_header_names_the_simulator(bundle, default_tokenizer, capsys):
     code = main(["demo", "--checkpoint", str(bundle), "--prompt", "Hi", "--max-output-tokens", "2"])
     assert code == 0, capsys.readouterr().err
     assert "QNN context binaries for Snapdragon 8 Elite (SM8750) · x86 HTP simulator" in capsys.readouterr().out
+
+
+def test_an_existing_folder_is_not_replaced(w4a16, tmp_path, capsys):
+    from edge_llama.export import ExportError
+
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="already exists and is not empty; .*overwrite=True"):
+        w4a16.export("qnn", tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "notes.txt").read_text() == "mine"
+    code = main(["export", "--checkpoint", "DEFAULT", "--target", "qnn", "-o", str(tmp_path / "bundle")])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err  # refused before the model is even loaded

@@ -38,6 +38,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--skip-profiling", action="store_true", help="Targets that profile the export on a device (qai-hub): do not.")
     add_quantization_options(parser, recipe_default=None)
     parser.add_argument("-o", "--output-dir", required=True, help="Where to write the exported folder.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output-dir (once the new export is complete).")
     return parser
 
 
@@ -45,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from edge_llama import EdgeLlamaForCausalLM
     from edge_llama.checkpoints import is_quantized_config, load_config
     from edge_llama.errors import EdgeLlamaConfigError
-    from edge_llama.export import export_function
+    from edge_llama.export import check_output_dir, export_function
     from edge_llama.exported import export_target
     from edge_llama.quantization.recipe import load_recipe
 
     recipe = load_recipe(args.recipe) if args.recipe else None  # bad input fails before the slow part
     export = export_function(args.target)
+    check_output_dir(args.output_dir, args.overwrite)  # before the slow part
     options = _target_options(args, export)
     _, config = load_config(args.checkpoint)
     if export_target(config) is not None:
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if recipe is not None and not quantized:
         model = quantize_with_options(model, args, recipe)
     logger.info("Exporting %s for %s …", args.checkpoint, args.target)
-    folder = model.export(args.target, args.output_dir, **options)
+    folder = model.export(args.target, args.output_dir, overwrite=args.overwrite, **options)
     files = sorted(path.name for path in folder.iterdir())
     print(f"{args.checkpoint} → {folder} ({args.target}): {len(files)} files")
     return 0
