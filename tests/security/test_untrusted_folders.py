@@ -327,3 +327,18 @@ def test_untouched_folder_still_loads(saved_quantized, copy_of, quantized_model)
     ids = torch.arange(3, 40).view(1, -1)
     with torch.no_grad():
         assert torch.equal(again(ids).logits, quantized_model(ids).logits)
+
+
+def test_swapped_offsets_of_same_shaped_weights_are_caught(saved_quantized, copy_of):
+    """Two weights of one shape trading places still pass every size check: the graphs' sha256 catches it."""
+    folder = copy_of(saved_quantized)
+    for graph in (GRAPH, "model_ar16_cl64.onnx"):
+        model = onnx.load(str(folder / graph), load_external_data=False)
+        weights = {i.name: i for i in model.graph.initializer}
+        first, second = (weights[f"model.layers.0.self_attn.q_proj.{head}.weight"] for head in (0, 1))
+        entries = lambda initializer: {e.key: e for e in initializer.external_data}  # noqa: E731
+        a, b = entries(first)["offset"], entries(second)["offset"]
+        a.value, b.value = b.value, a.value
+        onnx.save(model, str(folder / graph))
+    with pytest.raises(ModelDataError, match=r"model_ar\d+_cl64.onnx: sha256 .* differs"):
+        EdgeLlamaForCausalLM.from_pretrained(folder)

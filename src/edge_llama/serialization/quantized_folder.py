@@ -14,9 +14,10 @@ The weights in `model.data` are what the engine keeps in float: the original wei
 recipes (AIMET applies the encodings), the dequantized grid values for the others. Each engine
 rebuilds its quantized model from them plus the encodings, bit-identically. Nothing is unpickled.
 
-`quantization_config.checksums` records the sha256 of `model.data` and `model.encodings`; loading
-checks them last (after the structural checks, which name the broken tensor), so a file changed after
-saving never loads silently. See `serialization.safety` for what else the loader refuses.
+`quantization_config.checksums` records the sha256 of `model.data`, `model.encodings` and the
+graphs; loading checks them last (after the structural checks, which name the broken tensor), so a
+file corrupted after saving never loads silently. They catch accidents, not attackers (who can
+rewrite them): what keeps a crafted folder harmless is `serialization.safety` and the checks here.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from ..modeling_edge_llama import EdgeLlamaForCausalLM
 
 ENCODINGS_FILE = "model.encodings"
-CHECKSUMMED_FILES = (DATA_FILE, ENCODINGS_FILE)
 
 
 def save_quantized(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, tokenizer=None) -> None:
@@ -53,11 +53,11 @@ def save_quantized(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, token
     engine = get_engine(model.quantization.recipe.engine)
     with atomic_directory(folder) as staging:
         encodings = engine.encodings(model)
-        export_onnx_graphs(engine.float_model(model), staging, activation_names=encodings.activations)
+        graphs = export_onnx_graphs(engine.float_model(model), staging, activation_names=encodings.activations)
         encodings.write(staging / ENCODINGS_FILE)
         model.config.quantization_config = {
             **model.quantization.to_config(),
-            "checksums": {name: file_sha256(staging / name) for name in CHECKSUMMED_FILES},
+            "checksums": {name: file_sha256(staging / name) for name in (DATA_FILE, ENCODINGS_FILE, *(p.name for p in graphs.values()))},
         }
         model.config.save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
@@ -115,20 +115,24 @@ def load_quantized(cls: type[EdgeLlamaForCausalLM], folder: str | os.PathLike, c
         perplexity=settings.get("perplexity"),
     )
     engine.restore(model, recipe, encodings)
-    _verify_checksums(folder, settings)
+    _verify_checksums(folder, config, settings)
     model.config.quantization_config = settings
     model.name_or_path = str(folder)
     return model.eval()
 
 
-def _verify_checksums(folder: Path, settings: dict) -> None:
+def _verify_checksums(folder: Path, config, settings: dict) -> None:
+    from ..export.onnx_graphs import graph_file_name
+
     checksums = settings.get("checksums")
     if checksums is None:
         return  # saved before checksums were recorded
     config_path = folder / "config.json"
     if not isinstance(checksums, dict):
         raise ModelDataError(f"{config_path}: quantization_config.checksums must be an object of file name to sha256")
-    for name, error in ((DATA_FILE, ModelDataError), (ENCODINGS_FILE, EncodingsError)):
+    graphs = [graph_file_name(ar, config.context_length) for ar in config.ar_lengths]
+    for name in (DATA_FILE, ENCODINGS_FILE, *graphs):
+        error = EncodingsError if name == ENCODINGS_FILE else ModelDataError
         verify_sha256(folder / name, checksums.get(name), config_path, error=error)
 
 
