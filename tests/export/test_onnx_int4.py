@@ -206,3 +206,27 @@ def test_groups_matmul_nbits_cannot_take_are_refused(reference, tmp_path):
     qmodel = edge_from(reference, context_length=CONTEXT, ar_lengths=[16, 1]).quantize(tmp_path / "w4-g8.yaml")
     with pytest.raises(OnnxInt4ExportError, match="groups of 8 .* multiple of 16"):
         qmodel.export("onnx-int4", tmp_path / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_smollm2_w4_awq_export_decodes_and_scores_like_the_host(default_model_path, default_tokenizer, tmp_path):
+    """SmolLM2-135M, w4-awq: the export's greedy answer, logits and perplexity are the host simulation's."""
+    from edge_llama.evaluation import evaluate
+    from edge_llama.generation.chat import encode_prompt
+
+    host = EdgeLlamaForCausalLM.from_pretrained(default_model_path, context_length=256).quantize(
+        "w4-awq", num_samples=4, sequence_length=256, progress=False
+    )
+    host.export("onnx-int4", tmp_path / "smollm2-w4-awq")
+    exported = EdgeLlamaForCausalLM.from_pretrained(tmp_path / "smollm2-w4-awq")
+    prompt = encode_prompt(default_tokenizer, "What is the capital of France?")
+    with torch.no_grad():
+        expected = host.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+        assert torch.equal(exported.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False), expected)
+    scores = {
+        name: evaluate(model, "wikitext-ppl", tokenizer=default_tokenizer, num_samples=4, progress=False).metrics["perplexity"]
+        for name, model in (("host", host), ("export", exported))
+    }
+    print(f"SmolLM2 w4-awq perplexity, 4 windows of 256: {scores}")
+    assert abs(scores["export"] / scores["host"] - 1) <= 1e-3, scores
