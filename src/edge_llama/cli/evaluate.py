@@ -21,7 +21,6 @@ def add_parser(commands) -> argparse.ArgumentParser:
             "or a hub id — on one or more tasks, through the same runner the exported graphs use. "
             "Prints a table; --output-json writes the numbers."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default="DEFAULT", help="An alias, a checkpoint folder, a hub id or a .gguf file.")
     parser.add_argument(

@@ -11,7 +11,6 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "info",
         help="Show what a checkpoint holds: base model, recipe, CL/AR, parts, file sizes.",
         description="Reads a checkpoint's config (and, for folders, lists its files); loads no weights.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default="DEFAULT", help="An alias, a checkpoint or export folder, a hub id or a .gguf file.")
     return parser

@@ -9,8 +9,6 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from edge_llama.quantization.recipe import available_recipes
-
     parser = commands.add_parser(
         "quantize",
         help="Quantize a checkpoint with a recipe and save the quantized folder.",
@@ -19,14 +17,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
             "calibrating on held-apart text, and writes the quantized checkpoint folder: model.encodings, "
             "model.data, the AR graphs, config, tokenizer and a model card."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default="DEFAULT", help="An alias, a checkpoint folder, a hub id or a .gguf file.")
-    parser.add_argument("--recipe", default="w4a16", help=f"A recipe ({', '.join(available_recipes())}) or a recipe .yaml path.")
-    parser.add_argument("--calibration-data", default=None, help="Text source: a local file/folder/saved dataset or 'wikitext-2' (default: the offline corpus).")
-    parser.add_argument("--num-samples", type=int, default=None, help="Calibration sequences (default: the recipe's).")
-    parser.add_argument("--sequence-length", type=int, default=None, help="Tokens per calibration sequence (default: min(CL, 512)).")
-    parser.add_argument("--use-seq-mse", action="store_true", help="Choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
+    add_quantization_options(parser, recipe_default="w4a16")
     parser.add_argument("--context-length", type=int, default=None, help="CL of the static graphs (default: the checkpoint's, else 4096).")
     parser.add_argument(
         "--measure-ppl", type=int, default=0, metavar="WINDOWS",
@@ -36,20 +29,40 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    from edge_llama import EdgeLlamaForCausalLM
-    from edge_llama.quantization.recipe import load_recipe
+def add_quantization_options(parser: argparse.ArgumentParser, recipe_default: str | None) -> None:
+    """The options that say how to quantize (shared by `quantize` and `export --recipe`)."""
+    from edge_llama.quantization.recipe import available_recipes
 
-    recipe = load_recipe(args.recipe)  # a bad recipe should fail before the slow part
-    model = EdgeLlamaForCausalLM.from_pretrained(args.checkpoint, context_length=args.context_length)
-    logger.info("Quantizing %s with %s …", args.checkpoint, args.recipe)
-    quantized = model.quantize(
+    parser.add_argument(
+        "--recipe", default=recipe_default,
+        help=f"A recipe ({', '.join(available_recipes())}) or a recipe .yaml path"
+        + ("." if recipe_default else "; quantizes a float checkpoint first (default: export it as it is)."),
+    )
+    parser.add_argument("--calibration-data", default=None, help="Text source: a local file/folder/saved dataset or 'wikitext-2' (default: the offline corpus).")
+    parser.add_argument("--num-samples", type=int, default=None, help="Calibration sequences (default: the recipe's).")
+    parser.add_argument("--sequence-length", type=int, default=None, help="Tokens per calibration sequence (default: min(CL, 512)).")
+    parser.add_argument("--use-seq-mse", action="store_true", help="Choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
+
+
+def quantize_with_options(model, args: argparse.Namespace, recipe):
+    """`model.quantize` with the options of `add_quantization_options`."""
+    logger.info("Quantizing %s with %s …", args.checkpoint, recipe.name)
+    return model.quantize(
         recipe,
         calibration=args.calibration_data,
         num_samples=args.num_samples,
         sequence_length=args.sequence_length,
         use_seq_mse=args.use_seq_mse,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_llama import EdgeLlamaForCausalLM
+    from edge_llama.quantization.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)  # a bad recipe should fail before the slow part
+    model = EdgeLlamaForCausalLM.from_pretrained(args.checkpoint, context_length=args.context_length)
+    quantized = quantize_with_options(model, args, recipe)
     state = quantized.quantization
     if args.measure_ppl:
         state.perplexity = _measure_perplexity(model, quantized, args.measure_ppl, not args.quiet)
