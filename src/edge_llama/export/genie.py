@@ -226,39 +226,57 @@ def htp_backend_config(device: DevicePreset, weight_sharing: bool) -> dict:
     }
 
 
-def write_genie_files(folder: str | os.PathLike, device: DevicePreset, ctx_bins: list[str], weight_sharing: bool, qnn_sdk: str) -> None:
-    """Writes genie_config.json, htp_backend_ext_config.json and README.md into an exported QNN folder
-    that already holds config.json, the part binaries and tokenizer.json."""
+def write_genie_files(folder: str | os.PathLike, device: DevicePreset, ctx_bins: list[str], weight_sharing: bool,
+                      qnn_sdk: str, compiled_by: str = "qnn") -> None:
+    """Writes genie_config.json, htp_backend_ext_config.json and README.md into an exported folder that
+    already holds config.json, the part binaries and tokenizer.json. `compiled_by`: `qnn` or `qai-hub`."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     generation = folder / "generation_config.json"
     generation_config = json.loads(generation.read_text()) if generation.is_file() else None
     (folder / GENIE_CONFIG).write_text(json.dumps(genie_config(config, generation_config, ctx_bins), indent=2) + "\n")
     (folder / HTP_CONFIG).write_text(json.dumps(htp_backend_config(device, weight_sharing), indent=2) + "\n")
-    (folder / "README.md").write_text(_readme(config, device, ctx_bins, weight_sharing, qnn_sdk))
+    (folder / "README.md").write_text(_readme(config, device, ctx_bins, weight_sharing, qnn_sdk, compiled_by))
 
 
-def _readme(config: dict, device: DevicePreset, ctx_bins: list[str], weight_sharing: bool, qnn_sdk: str) -> str:
-    bins = "\n".join(f"| `{name}` | part {i} of {len(ctx_bins)}: prompt and token graph{', weights shared' if weight_sharing else ''} |" for i, name in enumerate(ctx_bins, 1))
+def _readme(config: dict, device: DevicePreset, ctx_bins: list[str], weight_sharing: bool, qnn_sdk: str, compiled_by: str) -> str:
+    if weight_sharing:
+        rows = [f"| `{name}` | part {i} of {len(ctx_bins)}: prompt and token graph in one context, weights shared |"
+                for i, name in enumerate(ctx_bins, 1)]
+    else:
+        rows = [f"| `{name}` | one graph (no weight sharing on this device) |" for name in ctx_bins]
+    arch = device.htp_arch.lstrip("v")
+    if compiled_by == "qai-hub":
+        origin = "compiled and linked by Qualcomm AI Hub (its job ids are in metadata.json)"
+        checked = "AI Hub compiled these binaries; edge-llama did not run them."
+        simulator_row = ""
+    else:
+        origin = f"compiled on the export machine with QNN SDK {qnn_sdk} (the SDK inside onnxruntime-qnn)"
+        checked = (
+            "The per-part binaries cannot be run on the x86 simulator (it does not load weight-shared contexts); "
+            "the per-graph binaries beside them hold the same graphs, and the export checks them against the host "
+            "simulation unless told to skip it (metadata.json `simulator_check`)."
+        )
+        simulator_row = "| `part_*_ar*_cl*_ctx.onnx` + `_qnn.bin` | one graph per binary, for the x86 HTP simulator (`edge-llama demo --checkpoint <this folder>`) |\n"
+    table = "\n".join(rows)
     return f"""# Genie bundle for {device.name} ({device.chipset}, Hexagon {device.htp_arch})
 
-Written by edge-llama's `qnn` export: context length {config["context_length"]}, AR {config["ar_lengths"]},
-{config["num_parts"]} parts, compiled with QNN SDK {qnn_sdk} (the SDK inside onnxruntime-qnn).
+Written by edge-llama's `{compiled_by}` export: context length {config["context_length"]}, AR {config["ar_lengths"]},
+{config["num_parts"]} parts, {origin}.
 
 | file | what it is |
 |---|---|
-{bins}
+{table}
 | `genie_config.json` | Genie's dialog config: context size, vocabulary, bos/eos, sampler, tokenizer, QnnHtp engine, ctx-bins, RoPE |
 | `htp_backend_ext_config.json` | the SoC (soc_model {device.soc_model}, dsp_arch {device.dsp_arch}) and weight sharing |
 | `tokenizer.json` | the model's tokenizer |
-| `metadata.json` | every graph's inputs and outputs: name, dtype, scale, offset |
-| `part_*_ar*_cl*_ctx.onnx` + `_qnn.bin` | one graph per binary, for the x86 HTP simulator (`edge-llama demo --checkpoint <this folder>`) |
-
+| `metadata.json` | every graph's inputs and outputs: name, dtype, shape, scale, offset |
+{simulator_row}
 ## Run it on a device
 
-Copy this folder, `genie-t2t-run` and the QNN {qnn_sdk} runtime libraries for the device
-(`libGenie.so`, `libQnnHtp.so`, `libQnnHtpV{device.htp_arch.lstrip("v")}Stub.so`, `libQnnHtpV{device.htp_arch.lstrip("v")}Skel.so`, `libQnnSystem.so`)
-to the phone, then:
+Copy this folder, `genie-t2t-run` and the matching QNN runtime libraries for the device
+(`libGenie.so`, `libQnnHtp.so`, `libQnnHtpV{arch}Stub.so`, `libQnnHtpV{arch}Skel.so`, `libQnnSystem.so`;
+the same QNN SDK version as the one that compiled the binaries: {qnn_sdk}) to the phone, then:
 
 ```bash
 adb push <this folder> /data/local/tmp/genie_bundle
@@ -268,9 +286,7 @@ export LD_LIBRARY_PATH=$PWD ADSP_LIBRARY_PATH=$PWD
 ./genie-t2t-run -c genie_config.json -p "<your prompt, in the model's chat template>"
 ```
 
-Use the same QNN SDK version ({qnn_sdk}) on the device as the one that compiled the binaries.
-The per-part binaries were compiled here but cannot be checked here (the x86 simulator does not load
-weight-shared contexts); the per-graph binaries beside them are the same graphs and were.
+{checked}
 """
 
 
@@ -311,8 +327,9 @@ def validate_bundle(folder: str | os.PathLike) -> None:
         if metadata is not None and dialog is not None:
             if dialog["context"]["size"] != metadata["context_length"]:
                 problems.append(f"context size {dialog['context']['size']} != the graphs' CL {metadata['context_length']}")
-            if len(ctx_bins) != metadata["num_parts"]:
-                problems.append(f"{len(ctx_bins)} ctx-bins for {metadata['num_parts']} parts")
+            per_part = 1 if metadata.get("weight_sharing", True) else len(metadata["ar_lengths"])
+            if len(ctx_bins) != metadata["num_parts"] * per_part:
+                problems.append(f"{len(ctx_bins)} ctx-bins for {metadata['num_parts']} parts of {per_part} binaries each")
     if metadata is not None:
         for graph in metadata.get("graphs", []):
             expected = _expected_genie_name(graph, metadata)

@@ -193,14 +193,14 @@ def export_qai_hub(
 
     from .genie import validate_bundle, write_genie_files
     from .onnx_parts import export_onnx_parts
-    from .qnn import _check_quantized, _model_name, bundle_tokenizer
+    from .qnn import check_quantized, bundle_prefix, bundle_tokenizer
 
     client = hub_client()  # before any work: no token, no export
     preset = find_device(device)
-    _check_quantized(model, preset)
+    check_quantized(model, preset)
     tokenizer = bundle_tokenizer(model, tokenizer)  # before any job: Genie needs it
     output_dir = Path(output_dir)
-    model_name = _model_name(model)
+    model_name = bundle_prefix(model)
     with tempfile.TemporaryDirectory(prefix="edge_llama_qai_hub_") as scratch:
         scratch = Path(scratch)
         export_onnx_parts(model, scratch / "onnx", parts=parts)
@@ -241,7 +241,8 @@ def export_qai_hub(
         "jobs": plan.to_dict(),
     }
     (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    write_genie_files(output_dir, preset, [link.binary_file for link in plan.link], True, "the version AI Hub reports on the link job")
+    write_genie_files(output_dir, preset, [link.binary_file for link in plan.link], True,
+                      "the one AI Hub reports on the link job", compiled_by="qai-hub")
     validate_bundle(output_dir)
     return [output_dir / link.binary_file for link in plan.link]
 

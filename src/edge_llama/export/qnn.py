@@ -115,13 +115,13 @@ def export_qnn(
     from .qdq import to_qdq
 
     preset = find_device(device)
-    _check_quantized(model, preset)
+    check_quantized(model, preset)
     tokenizer = bundle_tokenizer(model, tokenizer)
     weight_sharing = preset.weight_sharing if weight_sharing is None else weight_sharing
     if weight_sharing and not preset.weight_sharing:
         raise QnnExportError(f"{preset.name} does not support weight sharing (configs/devices); export with weight_sharing=False")
     output_dir = Path(output_dir)
-    model_name = _model_name(model)
+    model_name = bundle_prefix(model)
     graphs, genie_binaries = [], []
     with tempfile.TemporaryDirectory(prefix="edge_llama_qnn_") as scratch:
         scratch = Path(scratch)
@@ -164,7 +164,8 @@ def export_qnn(
         "weight_sharing": weight_sharing, "graphs": graphs, "genie_binaries": genie_binaries,
     }
     (output_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    ctx_bins = [entry["file"] for entry in genie_binaries] or [g["binary_file"] for g in graphs if g["ar_length"] == ar_lengths[0]]
+    # Without weight sharing Genie gets every graph's own binary, part by part.
+    ctx_bins = [e["file"] for e in genie_binaries] or [g["binary_file"] for g in sorted(graphs, key=lambda g: (g["part"], -g["ar_length"]))]
     write_genie_files(output_dir, preset, ctx_bins, weight_sharing, QNN_SDK_VERSION)
     validate_bundle(output_dir)
     if not skip_inferencing:
@@ -173,7 +174,7 @@ def export_qnn(
     return [output_dir / graph["context_file"] for graph in graphs]
 
 
-def _check_quantized(model: EdgeLlamaForCausalLM, preset: DevicePreset) -> None:
+def check_quantized(model: EdgeLlamaForCausalLM, preset: DevicePreset) -> None:
     if model.quantization is not None and model.quantization.recipe.target == "qnn":
         return
     found = "a float model" if model.quantization is None else f"recipe {model.quantization.recipe.name} (for {model.quantization.recipe.target})"
@@ -205,7 +206,7 @@ def bundle_tokenizer(model: EdgeLlamaForCausalLM, tokenizer=None):
     return tokenizer
 
 
-def _model_name(model: EdgeLlamaForCausalLM) -> str:
+def bundle_prefix(model: EdgeLlamaForCausalLM) -> str:
     """The bundle's file prefix: the checkpoint's folder name, else the model type."""
     name = Path(str(model.name_or_path or "")).name or model.config.model_type
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "edge_llama"
