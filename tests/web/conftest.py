@@ -67,11 +67,11 @@ def running_server(service: ChatService, allow_remote: bool = False):
     try:
         yield web_server.url_of(sock)
     finally:
+        service.stop()
         for _ in range(2):  # the second ask forces connections still streaming closed
             server.should_exit = True
             thread.join(5)
             server.force_exit = True
-        service.stop()
         assert not thread.is_alive(), "the demo server did not stop"
 
 

@@ -60,6 +60,7 @@ def test_stream_stop_and_new_chat(page, tiny_service):
         assert [m["role"] for m in service.messages(conversation)] == ["user", "assistant"]
         page.click("#new-chat")
         expect(page.locator(".message")).to_have_count(0)
+        page.wait_for_function("old => conversation !== old", arg=conversation)
         fresh = page.evaluate("conversation")
         assert fresh != conversation and service.messages(fresh) == []
 

@@ -180,14 +180,17 @@ class ChatService:
     # -- answers ---------------------------------------------------------------------------
     def prepare(self, conversation_id: str, prompt: str) -> PendingAnswer:
         """Checks a turn and takes the generation lock; `answer()` must follow (it releases the lock)."""
-        conversation = self._conversation(conversation_id)
         if not prompt or not prompt.strip():
             raise ChatError("the prompt is empty: type a question first")
-        if self.model is None:
-            raise ChatError(self.load_error or f"{self.checkpoint} is still loading: wait a moment", status_code=503)
         if not self._generation_lock.acquire(blocking=False):
+            if self.model is None:
+                raise ChatError(f"{self.checkpoint} is still loading: wait a moment", status_code=503)
             raise ChatError("another answer is being generated: wait for it or press stop", status_code=409)
         try:
+            # Under the lock: no load can swap the model (and drop the conversations) from here on.
+            conversation = self._conversation(conversation_id)
+            if self.model is None:
+                raise ChatError(self.load_error or f"{self.checkpoint} did not load", status_code=503)
             pending = self._plan(conversation, prompt.strip())
         except BaseException:
             self._generation_lock.release()

@@ -109,7 +109,10 @@ def _start_answer(service: ChatService, pending: PendingAnswer):
     events: asyncio.Queue = asyncio.Queue()
 
     def put(kind: str, data: dict) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, (kind, data))
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, (kind, data))
+        except RuntimeError:  # the server shut down mid-answer: nobody is listening
+            pending.stop.request()
 
     def work() -> None:
         try:

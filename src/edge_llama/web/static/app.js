@@ -60,10 +60,12 @@ async function refreshInfo() {
 
 async function newChat() {
   if (generating) { await stop(); await turnDone; }  // the server takes one answer at a time
-  view.replaceChildren();
   try {
-    conversation = (await (await api("/api/conversations", {})).json()).conversation;
+    const fresh = (await (await api("/api/conversations", {})).json()).conversation;
+    view.replaceChildren();
+    conversation = fresh;
   } catch (error) {
+    view.replaceChildren();
     showError(addMessage("error", ""), error.message);
   }
   promptBox.focus();
