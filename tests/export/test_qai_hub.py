@@ -79,3 +79,11 @@ def test_a_float_export_has_no_encodings_to_upload(onnx_parts, tmp_path):
     shutil.copytree(onnx_parts, tmp_path / "onnx", ignore=shutil.ignore_patterns("*.encodings"))
     with pytest.raises(QaiHubExportError, match="part_1_of_2.encodings is missing: the qai-hub target uploads a quantized"):
         plan_jobs(tmp_path / "onnx", tmp_path / "upload", "m", find_device("Snapdragon 8 Elite"))
+
+
+def test_the_command_checks_the_token_before_loading_anything(tmp_path, monkeypatch, capsys):
+    from edge_llama.cli.main import main
+
+    monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-such-client.ini"))
+    code = main(["export", "--checkpoint", str(tmp_path / "not-loaded"), "--target", "qai-hub", "-o", str(tmp_path / "out")])
+    assert code == 2 and "qai-hub configure --api_token" in capsys.readouterr().err

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe) if args.recipe else None  # bad input fails before the slow part
     export = export_function(args.target)
     check_output_dir(args.output_dir, args.overwrite)  # before the slow part
+    if hasattr(export, "preflight"):
+        export.preflight()  # what the target needs from outside (qai-hub: an API token), before any work
     options = _target_options(args, export)
     _, config = load_config(args.checkpoint)
     if export_target(config) is not None:

@@ -247,6 +247,9 @@ def export_qai_hub(
     return [output_dir / link.binary_file for link in plan.link]
 
 
+export_qai_hub.preflight = hub_client  # the CLI checks the token before it loads the model
+
+
 def _target_model(job):
     """The job's result once it has finished, or an error pointing at the job's page."""
     status = job.wait()
