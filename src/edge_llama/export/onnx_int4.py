@@ -176,7 +176,7 @@ def genai_config(model: EdgeLlamaForCausalLM, model_file: str = MODEL_FILE) -> d
             "no_repeat_ngram_size": 0,
             "num_beams": 1,
             "num_return_sequences": 1,
-            "past_present_share_buffer": False,
+            "past_present_share_buffer": True,  # GroupQueryAttention appends to one max_length buffer in place
             "repetition_penalty": float(getattr(generation, "repetition_penalty", None) or 1.0),
             "temperature": float(getattr(generation, "temperature", None) or 1.0),
             "top_k": int(getattr(generation, "top_k", None) or 1),
