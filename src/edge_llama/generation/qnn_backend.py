@@ -2,7 +2,9 @@
 
 The parts of one AR are chained: each part's outputs (`hidden_states_*`, its layers' KV) feed the
 parts after it, exactly as a device runs them. Every node runs on the HTP backend; CPU fallback is
-disabled, so nothing quietly runs in float.
+disabled, so nothing quietly runs in float. Graphs with Genie's integer I/O (`genie.to_genie_io`)
+get their inputs quantized and their outputs dequantized here, with the scale and offset of
+metadata.json, as Genie does on the device; float-I/O bundles of earlier exports run as they are.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class QnnContextBackend:
             _check_binary_names(self.folder, context)
             session = ort.InferenceSession(str(context), sess_options=qnn_session_options(device))
             self.sessions.setdefault(graph["ar_length"], []).append(session)
-            self.io.setdefault(graph["ar_length"], []).append({v["name"]: v for v in (*graph["inputs"], *graph["outputs"])})
+            self.io.setdefault(graph["ar_length"], []).append({v["name"]: v for v in (*graph.get("inputs", ()), *graph.get("outputs", ()))})
 
     def __call__(self, call: GraphCall) -> GraphResult:
         tensors = {
@@ -52,10 +54,11 @@ class QnnContextBackend:
         }
         for layer, (key, value) in enumerate(zip(call.past_keys, call.past_values)):
             tensors[f"past_key_{layer}_in"], tensors[f"past_value_{layer}_in"] = key, value
-        arrays = {GENIE_INPUT_NAMES.get(name, name): np.ascontiguousarray(tensor.numpy()) for name, tensor in tensors.items()}
+        arrays = {name: np.ascontiguousarray(tensor.numpy()) for name, tensor in tensors.items()}
+        arrays.update({genie: arrays[name] for name, genie in GENIE_INPUT_NAMES.items()})  # Genie's input names
         for session, io in zip(self.sessions[call.ar_length], self.io[call.ar_length]):
             # The binaries take and return Genie's integer tensors; the host quantizes them as Genie does.
-            feeds = {value.name: _to_graph(arrays[value.name], io.get(value.name)) for value in session.get_inputs()}
+            feeds = {value.name: _to_graph(arrays[value.name], value.type, io.get(value.name)) for value in session.get_inputs()}
             names = [value.name for value in session.get_outputs()]
             arrays.update((name, _from_graph(array, io.get(name))) for name, array in zip(names, session.run(names, feeds)))
         layers = range(self.config.num_hidden_layers)
@@ -66,17 +69,17 @@ class QnnContextBackend:
         )
 
 
-def _to_graph(array: np.ndarray, io: dict | None) -> np.ndarray:
-    dtype = np.dtype(io["dtype"]) if io and io.get("dtype") != "float" else None
-    if io is None or "quantization" not in io:
-        return array.astype(dtype) if dtype is not None and array.dtype != dtype else array
-    q = io["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(array / q["scale"]) - q["offset"], info.min, info.max).astype(dtype)
+def _to_graph(array: np.ndarray, onnx_type: str, io: dict | None) -> np.ndarray:
+    """A host tensor as the graph input of type `onnx_type` (`tensor(uint16)`, …) takes it."""
+    dtype = np.dtype({"float": "float32", "double": "float64"}.get(onnx_type[7:-1], onnx_type[7:-1]))
+    if dtype.kind != "f" and io is not None and "quantization" in io and array.dtype.kind == "f":
+        q, info = io["quantization"], np.iinfo(dtype)
+        return np.clip(np.rint(array / q["scale"]) - q["offset"], info.min, info.max).astype(dtype)
+    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def _from_graph(array: np.ndarray, io: dict | None) -> np.ndarray:
-    if io is None or "quantization" not in io:
+    if array.dtype.kind == "f" or io is None or "quantization" not in io:
         return array
     q = io["quantization"]
     return ((array.astype(np.float32) + q["offset"]) * q["scale"]).astype(np.float32)
