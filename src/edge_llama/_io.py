@@ -136,7 +136,8 @@ def _swap_in(staging: Path, target: Path) -> None:
     except BaseException:
         os.replace(retired / target.name, target)
         raise
-    shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 @contextlib.contextmanager
