@@ -107,9 +107,15 @@ class ExternalData:
         self._offset += len(data)
         return tensor
 
-    def close(self) -> int:
-        self._handle.close()
+    @property
+    def size(self) -> int:
         return self._offset
+
+    def __enter__(self) -> ExternalData:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
 
 
 class DecoderGraphBuilder:
@@ -163,48 +169,61 @@ def build_decoder(model, folder: Path, grids: dict, accuracy_level: int = 0, mod
     """Writes `model_file` + `<model_file>.data` for the edge model `model` (float weights in HF names,
     `model.state_dict()`); `grids[hf_name] = (scale, offset, block)` marks the int4 projections.
     Returns {"MatMulNBits": n, "MatMul": m, "data_bytes": size}."""
+    with ExternalData(folder, f"{model_file}.data") as data:
+        graph = DecoderGraphBuilder(data, accuracy_level)
+        logits = _decoder(graph, model, grids)
+    graph.nodes.append(helper.make_node("Identity", [logits], [LOGITS], name="logits"))
+    inputs, outputs = _graph_io(model.config)
+    onnx_model = helper.make_model(
+        helper.make_graph(graph.nodes, "edge_llama_decoder", inputs, outputs, graph.initializers),
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="edge-llama",
+    )
+    onnx_model.ir_version = IR_VERSION
+    with open(Path(folder) / model_file, "wb") as handle:
+        handle.write(onnx_model.SerializeToString())
+    return {**graph.counts, "data_bytes": data.size}
+
+
+def _decoder(graph: DecoderGraphBuilder, model, grids: dict) -> str:
+    """Adds the decoder's nodes; returns the name of the logits."""
     from ..generation.rope import RopeTable
 
     config = model.config
     state = model.state_dict()
-    n_heads, n_kv, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    hidden, vocab, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
-    eps = float(config.rms_norm_eps)
+    n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
     scaling = float(model.model.layers[0].self_attn.scaling)
-    data = ExternalData(folder, f"{model_file}.data")
-    graph = DecoderGraphBuilder(data, accuracy_level)
-
-    def weight(name: str) -> torch.Tensor:
-        return state[f"{name}.weight"]
 
     def linear(x: str, name: str) -> str:
-        return graph.linear(x, name, weight(name), grids.get(name), state.get(f"{name}.bias"))
+        return graph.linear(x, name, state[f"{name}.weight"], grids.get(name), state.get(f"{name}.bias"))
 
     def norm(x: str, name: str) -> str:
-        w = graph.constant(f"{name}.weight", weight(name).detach().float().numpy())
-        return graph.node("SimplifiedLayerNormalization", [x, w], name, axis=-1, epsilon=eps, stash_type=1)
+        weight = graph.constant(f"{name}.weight", state[f"{name}.weight"].detach().float().numpy())
+        return graph.node("SimplifiedLayerNormalization", [x, weight], name, axis=-1, epsilon=float(config.rms_norm_eps), stash_type=1)
 
-    cos, sin = RopeTable(config)(torch.arange(config.context_length))
+    def rotary(x: str, name: str, heads: int) -> str:
+        return graph.node("RotaryEmbedding", [x, POSITION_IDS, cos_cache, sin_cache], name, domain="com.microsoft",
+                          num_heads=heads, interleaved=0)
+
+    cos, sin = RopeTable(config)(torch.arange(config.context_length))  # the host's table: every rope scaling
     cos_cache = graph.constant("rope.cos_cache", cos[0, 0].float().numpy())
     sin_cache = graph.constant("rope.sin_cache", sin[0, 0].float().numpy())
     # GroupQueryAttention reads lengths from the mask, as ORT GenAI's models do: past + new per row, and the longest.
     mask_sum = graph.node("ReduceSum", [ATTENTION_MASK, graph.constant("axes_1", np.array([1], np.int64))], "mask/sum", keepdims=0)
-    seqlens_k = graph.node("Cast", [graph.node("Sub", [mask_sum, graph.constant("one", np.array(1, np.int64))], "mask/last")], "mask/seqlens_k", to=TensorProto.INT32)
+    last = graph.node("Sub", [mask_sum, graph.constant("one", np.array(1, np.int64))], "mask/last")
+    seqlens_k = graph.node("Cast", [last], "mask/seqlens_k", to=TensorProto.INT32)
     mask_shape = graph.node("Shape", [ATTENTION_MASK], "mask/shape")
     total = graph.node("Gather", [mask_shape, graph.constant("index_1", np.array(1, np.int64))], "mask/total", axis=0)
     total_length = graph.node("Cast", [total], "mask/total_length", to=TensorProto.INT32)
 
-    embed = state["model.embed_tokens.weight"].detach().float()
-    embed_name = graph.constant("model.embed_tokens.weight", embed.numpy())
-    x = graph.node("Gather", [embed_name, INPUT_IDS], "model.embed_tokens", axis=0)
-    for index in range(layers):
+    embed = graph.constant("model.embed_tokens.weight", state["model.embed_tokens.weight"].detach().float().numpy())
+    x = graph.node("Gather", [embed, INPUT_IDS], "model.embed_tokens", axis=0)
+    for index in range(config.num_hidden_layers):
         prefix = f"model.layers.{index}"
+        attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
         h = norm(x, f"{prefix}.input_layernorm")
-        attention = f"{prefix}.self_attn"
-        q = graph.node("RotaryEmbedding", [linear(h, f"{attention}.q_proj"), POSITION_IDS, cos_cache, sin_cache],
-                       f"{attention}.q_rotary", domain="com.microsoft", num_heads=n_heads, interleaved=0)
-        k = graph.node("RotaryEmbedding", [linear(h, f"{attention}.k_proj"), POSITION_IDS, cos_cache, sin_cache],
-                       f"{attention}.k_rotary", domain="com.microsoft", num_heads=n_kv, interleaved=0)
+        q = rotary(linear(h, f"{attention}.q_proj"), f"{attention}.q_rotary", n_heads)
+        k = rotary(linear(h, f"{attention}.k_proj"), f"{attention}.k_rotary", n_kv)
         v = linear(h, f"{attention}.v_proj")
         attended = graph.node(
             "GroupQueryAttention",
@@ -215,46 +234,41 @@ def build_decoder(model, folder: Path, grids: dict, accuracy_level: int = 0, mod
         )[0]
         x = graph.node("Add", [x, linear(attended, f"{attention}.o_proj")], f"{prefix}.attention_residual")
         h = norm(x, f"{prefix}.post_attention_layernorm")
-        mlp = f"{prefix}.mlp"
         gate = linear(h, f"{mlp}.gate_proj")
         silu = graph.node("Mul", [gate, graph.node("Sigmoid", [gate], f"{mlp}.sigmoid")], f"{mlp}.silu")
         gated = graph.node("Mul", [silu, linear(h, f"{mlp}.up_proj")], f"{mlp}.gated")
         x = graph.node("Add", [x, linear(gated, f"{mlp}.down_proj")], f"{prefix}.mlp_residual")
     h = norm(x, "model.norm")
-    tied = model.lm_head.weight is model.model.embed_tokens.weight
-    if "lm_head" in grids or not tied:
-        logits = linear(h, "lm_head")
-    else:  # the tied head reads the embedding table itself: Gemm with transB, no second copy
-        flat = graph.node("Reshape", [h, graph.constant("shape_flat", np.array([-1, hidden], np.int64))], "lm_head/flatten")
-        product = graph.node("Gemm", [flat, embed_name], "lm_head", transB=1)
-        batch_seq = graph.node("Slice", [graph.node("Shape", [INPUT_IDS], "lm_head/input_shape"),
-                                         graph.constant("start_0", np.array([0], np.int64)),
-                                         graph.constant("end_2", np.array([2], np.int64))], "lm_head/batch_seq")
-        shape = graph.node("Concat", [batch_seq, graph.constant("vocab", np.array([vocab], np.int64))], "lm_head/shape", axis=0)
-        logits = graph.node("Reshape", [product, shape], "lm_head/unflatten")
-    graph.nodes.append(helper.make_node("Identity", [logits], [LOGITS], name="logits"))
+    if "lm_head" in grids or model.lm_head.weight is not model.model.embed_tokens.weight:
+        return linear(h, "lm_head")
+    return _tied_head(graph, h, embed, config.hidden_size, config.vocab_size)
 
-    float_io = TensorProto.FLOAT
-    kv_dims = lambda length: ["batch_size", n_kv, length, head_dim]  # noqa: E731
+
+def _tied_head(graph: DecoderGraphBuilder, h: str, embed_name: str, hidden: int, vocab: int) -> str:
+    """A float head tied to the embedding reads the table itself (Gemm with transB): no second copy."""
+    flat = graph.node("Reshape", [h, graph.constant("shape_flat", np.array([-1, hidden], np.int64))], "lm_head/flatten")
+    product = graph.node("Gemm", [flat, embed_name], "lm_head", transB=1)
+    input_shape = graph.node("Shape", [INPUT_IDS], "lm_head/input_shape")
+    batch_seq = graph.node("Slice", [input_shape, graph.constant("start_0", np.array([0], np.int64)),
+                                     graph.constant("end_2", np.array([2], np.int64))], "lm_head/batch_seq")
+    shape = graph.node("Concat", [batch_seq, graph.constant("vocab", np.array([vocab], np.int64))], "lm_head/shape", axis=0)
+    return graph.node("Reshape", [product, shape], "lm_head/unflatten")
+
+
+def _graph_io(config) -> tuple[list, list]:
+    """GenAI's inputs and outputs; the cache's length axes are dynamic (a shared buffer is CL long)."""
+
+    def cache(name: str, length: str):
+        shape = ["batch_size", config.num_key_value_heads, length, config.head_dim]
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
     inputs = [
         helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info(ATTENTION_MASK, TensorProto.INT64, ["batch_size", "total_sequence_length"]),
         helper.make_tensor_value_info(POSITION_IDS, TensorProto.INT64, ["batch_size", "sequence_length"]),
     ]
-    outputs = [helper.make_tensor_value_info(LOGITS, float_io, ["batch_size", "sequence_length", vocab])]
-    for index in range(layers):
-        for past in (PAST_KEY, PAST_VALUE):
-            inputs.append(helper.make_tensor_value_info(past % index, float_io, kv_dims("past_sequence_length")))
-        for present in (PRESENT_KEY, PRESENT_VALUE):
-            outputs.append(helper.make_tensor_value_info(present % index, float_io, kv_dims("total_sequence_length")))
-    onnx_graph = helper.make_graph(graph.nodes, "edge_llama_decoder", inputs, outputs, graph.initializers)
-    onnx_model = helper.make_model(
-        onnx_graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
-        producer_name="edge-llama",
-    )
-    onnx_model.ir_version = IR_VERSION
-    data_bytes = data.close()
-    with open(Path(folder) / model_file, "wb") as handle:
-        handle.write(onnx_model.SerializeToString())
-    return {**graph.counts, "data_bytes": data_bytes}
+    outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch_size", "sequence_length", config.vocab_size])]
+    for index in range(config.num_hidden_layers):
+        inputs += [cache(PAST_KEY % index, "past_sequence_length"), cache(PAST_VALUE % index, "past_sequence_length")]
+        outputs += [cache(PRESENT_KEY % index, "present_sequence_length"), cache(PRESENT_VALUE % index, "present_sequence_length")]
+    return inputs, outputs
