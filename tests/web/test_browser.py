@@ -91,6 +91,7 @@ def test_bad_prompts_show_an_error_and_the_server_keeps_serving(page, tiny_servi
         expect(last_answer(page)).to_have_class(re.compile("error"))
         expect(last_answer(page)).to_contain_text(f"but the context holds {TINY_CONTEXT}")
         assert page.input_value("#prompt").startswith("word")  # kept, so it can be shortened
+        expect(page.locator(".message.user")).to_have_count(0)  # and not shown as part of the conversation
 
         ask(page, "A short question")
         expect(last_answer(page).locator(".status")).to_contain_text("new tokens")
@@ -111,6 +112,7 @@ def test_checkpoint_that_fails_to_load_then_one_that_loads(page, tmp_path, tiny_
 
         ask(page, "Anyone there?")
         expect(last_answer(page)).to_have_class(re.compile("error"))
+        expect(page.locator(".message.user")).to_have_count(0)
         expect(last_answer(page)).to_contain_text("failed to load")
         screenshot(page, "failed_checkpoint")
 

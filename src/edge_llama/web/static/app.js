@@ -88,14 +88,20 @@ async function send(event) {
   event.preventDefault();
   if (generating) return;
   const prompt = promptBox.value;
-  if (prompt.trim()) addMessage("user", prompt);
+  const question = prompt.trim() ? addMessage("user", prompt) : null;
   const answer = addMessage("assistant streaming", "");
   const text = answer.querySelector(".text");
   let endTurn;
   turnDone = new Promise((resolve) => { endTurn = resolve; });
   setGenerating(true);
   try {
-    const response = await api("/api/chat", {conversation, prompt});
+    let response;
+    try {
+      response = await api("/api/chat", {conversation, prompt});
+    } catch (error) {
+      question?.remove();  // refused: not part of the conversation; the prompt stays in the box
+      throw error;
+    }
     promptBox.value = "";
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "", finished = false;
