@@ -80,6 +80,16 @@ def test_requests_other_sites_could_send_are_refused(tiny_service):
         assert json.load(urllib.request.urlopen(url.replace("127.0.0.1", "localhost") + "api/info", timeout=30))["state"] == "ready"
 
 
+def test_a_server_others_can_reach_does_not_load_checkpoints(tiny_service):
+    with running_server(tiny_service, allow_remote=True) as url:  # still bound to loopback here
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(url, "/api/load", {"checkpoint": "DEFAULT"})
+        assert refused.value.code == 403 and "does not load other checkpoints" in json.load(refused.value)["error"]
+        named = urllib.request.Request(url + "api/info", headers={"Host": "chat.example:8000"})
+        info = json.load(urllib.request.urlopen(named, timeout=30))  # any name: it serves a network
+        assert info["allow_load"] is False and info["checkpoint"] == tiny_service.checkpoint
+
+
 def test_history_is_kept_on_the_server_and_slides_past_the_context(tiny_service):
     service = tiny_service
     service.options.max_new_tokens = 100
