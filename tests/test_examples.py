@@ -56,6 +56,14 @@ def test_chat(tiny, capsys):
 
 
 @pytest.mark.slow
+def test_export_for_device_defaults_to_a_qnn_bundle(tiny, tmp_path):
+    """The example's own defaults (w4a16 through aimet, QNN compile): 8 min on the tiny model on 2 busy cores."""
+    folder = load("export_for_device").main(tiny, output_dir=str(tmp_path / "qnn"))
+    names = {p.name for p in folder.iterdir()}
+    assert {"metadata.json", "part_1_of_2_ar128_cl256_ctx_qnn.bin", "part_2_of_2_ar1_cl256_ctx_qnn.bin"} <= names
+
+
+@pytest.mark.slow
 def test_chat_example_answers():
     assert "Paris" in load("chat").main("What is the capital of France?", context_length=1024)
 
