@@ -65,6 +65,8 @@ def test_options_the_target_or_checkpoint_cannot_take(checkpoints, tmp_path, cap
     out = str(tmp_path / "out")
     assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--device", "Snapdragon 8 Elite", "-o", out]) == 2
     assert "--device does not apply to the onnx target" in one_line(capsys)
+    assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--max-seq-len", "64", "-o", out]) == 2
+    assert "--max-seq-len does not apply to the onnx target" in one_line(capsys)
     assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--recipe", "8da4w", "-o", out]) == 2
     assert "already quantized with w4-rtn; --recipe 8da4w needs the float checkpoint" in one_line(capsys)
     assert not (tmp_path / "out").exists()

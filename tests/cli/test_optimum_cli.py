@@ -28,7 +28,7 @@ def test_help_lists_every_option_and_the_registered_targets():
     result = optimum_cli("edge-llama", "--help")
     assert result.returncode == 0, result.stderr
     for option in ("--model", "--recipe", "--target", "--device", "--parts", "--context-length", "--calibration-data",
-                   "--num-samples", "--use-seq-mse", "--verbose", "--quiet", "OUTPUT_DIR"):
+                   "--num-samples", "--use-seq-mse", "--max-seq-len", "--verbose", "--quiet", "OUTPUT_DIR"):
         assert option in result.stdout
     assert "{" + ",".join(sorted(TARGETS)) + "}" in result.stdout
 

@@ -51,6 +51,7 @@ class EdgeLlamaExportCommand(BaseOptimumCLICommand):
         parser.add_argument("--device", default=None, help="Targets that compile for a device (qnn): its name, see `edge-llama devices`.")
         parser.add_argument("--parts", type=int, default=None, help="Number of parts (default: the checkpoint's, else a size rule).")
         parser.add_argument("--context-length", type=int, default=None, help="CL of the graphs for a float checkpoint (default: the checkpoint's).")
+        parser.add_argument("--max-seq-len", type=int, default=None, help="executorch, onnx-int4: the longest prompt chunk per call (default: the target's).")
         parser.add_argument("--calibration-data", default=None, help="With --recipe: a local text file/folder/saved dataset or 'wikitext-2' (default: the offline corpus).")
         parser.add_argument("--num-samples", type=int, default=None, help="With --recipe: calibration sequences (default: the recipe's).")
         parser.add_argument("--use-seq-mse", action="store_true", help="With --recipe: choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
