@@ -43,9 +43,9 @@ class OnnxInt4ExportError(EdgeLlamaError, ValueError):
 
 def takes_recipe(recipe: Recipe) -> bool:
     """Whether a recipe is weight-only int4 with float activations (what MatMulNBits computes)."""
-    from ..quantization.recipe import Granularity
+    from ..quantization.recipe import Granularity, WeightScheme
 
-    schemes = [recipe.weights] + [o.weights for o in recipe.overrides if o.weights is not None and hasattr(o.weights, "bits")]
+    schemes = [recipe.weights, *(o.weights for o in recipe.overrides if isinstance(o.weights, WeightScheme))]
     return (
         recipe.activations is None
         and recipe.kv_cache is None
