@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import demo, devices, evaluate, export, info, quantize
@@ -120,6 +121,7 @@ def _quiet_libraries(progress_bars: bool) -> None:
     hf_logging.set_verbosity_error()
     if not progress_bars:
         hf_logging.disable_progress_bar()
+        os.environ.setdefault("TQDM_DISABLE", "1")  # every other tqdm bar that does not choose for itself
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
