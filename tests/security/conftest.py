@@ -43,6 +43,23 @@ def copy_of(tmp_path):
     return make
 
 
+@pytest.fixture
+def quick_graphs(saved_quantized, monkeypatch):
+    """Replaces the ONNX export inside `save_pretrained` by a copy of the graphs it wrote before (the export
+    takes ~30 s on this shared machine); everything else of the save runs for real."""
+
+    def export(model, staging, activation_names=()):
+        paths = {}
+        for ar in model.config.ar_lengths:
+            name = f"model_ar{ar}_cl{model.config.context_length}.onnx"
+            paths[ar] = Path(shutil.copy(saved_quantized / name, staging / name))
+        shutil.copy(saved_quantized / "model.data", staging / "model.data")
+        return paths
+
+    monkeypatch.setattr("edge_llama.export.onnx_graphs.export_onnx_graphs", export)
+    return export
+
+
 def fast(examples: int):
     """Hypothesis settings for a fast-suite property test: `examples` runs (times `EDGE_LLAMA_FUZZ_SCALE`,
     for a longer session) and no per-example deadline, since the machine is shared."""

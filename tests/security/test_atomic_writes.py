@@ -141,24 +141,6 @@ def _logits(model):
         return model(torch.arange(3, 40).view(1, -1)).logits
 
 
-@pytest.fixture
-def quick_graphs(saved_quantized, monkeypatch):
-    """Replaces the ONNX export inside `save_pretrained` by a copy of the graphs it wrote before (the export
-    takes ~30 s on this shared machine); everything else of the save runs for real."""
-    import shutil
-
-    def export(model, staging, activation_names=()):
-        paths = {}
-        for ar in model.config.ar_lengths:
-            name = f"model_ar{ar}_cl{model.config.context_length}.onnx"
-            paths[ar] = Path(shutil.copy(saved_quantized / name, staging / name))
-        shutil.copy(saved_quantized / "model.data", staging / "model.data")
-        return paths
-
-    monkeypatch.setattr("edge_llama.export.onnx_graphs.export_onnx_graphs", export)
-    return export
-
-
 def _half_written_weights(model, staging, activation_names=()):
     (staging / "model.data").write_bytes(b"\0" * 1000)
     raise OSError("disk full (injected)")
