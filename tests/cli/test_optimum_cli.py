@@ -40,6 +40,9 @@ def test_export_makes_the_same_files_as_edge_llama_export(checkpoints, tmp_path,
     options = ["--recipe", "w4-rtn", "--target", "onnx", "--parts", "2", "--context-length", "256", "-q"]
     result = optimum_cli("edge-llama", "--model", str(checkpoints / "float"), *options, str(tmp_path / "optimum"))
     assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.strip().splitlines()  # -q: the result only
+    assert line.startswith(f"{checkpoints / 'float'} → {tmp_path / 'optimum'} (onnx): ") and line.endswith(" files")
+    assert "Quantizing" not in result.stderr and "%|" not in result.stderr  # no log lines, no progress bars
     assert main(["export", "--checkpoint", str(checkpoints / "float"), *options, "-o", str(tmp_path / "edge")]) == 0
     capsys.readouterr()
     files = {folder: {p.name: p.read_bytes() for p in (tmp_path / folder).iterdir()} for folder in ("optimum", "edge")}
