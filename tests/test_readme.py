@@ -29,11 +29,12 @@ def test_every_quickstart_line_sets_up_first():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the demo at CL 4096 streams 128 tokens; on 2 shared, busy cores that took over 15 min
 def test_quickstart_demo_answers(tmp_path):
     (line,) = [line for line in quickstart() if ".venv/bin/edge-llama " in line]
     command = shlex.split(line.split(" && ", 1)[1])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2300, env=env)
     assert result.returncode == 0, result.stderr
     assert "Response:" in result.stdout and "tokens/s" in result.stdout
     assert len(result.stdout.split("Response:", 1)[1].split("\n-- ")[0].split()) >= 3  # a few words of answer
