@@ -69,3 +69,12 @@ def test_the_wheel_ships_the_namespace_portion():
     assert "src/optimum" in packages
     assert (ROOT / "src/optimum/commands/register/edge_llama.py").is_file()
     assert not list((ROOT / "src/optimum").rglob("__init__.py"))
+
+
+def test_registering_the_command_imports_nothing_heavy():
+    """optimum-cli imports every register module on each start; ours must not pull in torch or edge_llama."""
+    code = ("import sys, optimum.commands.register.edge_llama as m; assert m.REGISTER_COMMANDS; "
+            "print(sorted(name for name in ('torch', 'transformers', 'edge_llama') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
