@@ -18,6 +18,7 @@ def test_info_and_devices_on_the_default(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # saving the quantized folder exports both 30-layer graphs: over 15 min on 2 busy cores
 def test_quantize_evaluate_demo_export_on_the_default(tmp_path, capsys):
     quantized, exported = str(tmp_path / "w4-rtn"), str(tmp_path / "onnx")
     assert main(["quantize", "--checkpoint", "DEFAULT", "--recipe", "w4-rtn", "--context-length", "256", "-q", "-o", quantized]) == 0
