@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from edge_llama import EdgeLlamaForCausalLM
+from edge_llama.data import load_corpus
 from edge_llama.evaluation.perplexity import perplexity
 from edge_llama.generation.chat import encode_prompt
 
@@ -52,12 +53,15 @@ def test_8da4w_program_tracks_the_host_simulation_on_smollm2(smollm2, default_to
     print(f"8da4w perplexity: host {host_ppl.perplexity:.3f}, .pte {program_ppl.perplexity:.3f}")
     assert abs(program_ppl.perplexity / host_ppl.perplexity - 1) <= 0.02
 
-    ids = default_tokenizer("The lighthouse keeper wrote down the weather every morning. " * 8, return_tensors="pt").input_ids
+    text = load_corpus(None, "evaluation").joined("\n\n")
+    ids = default_tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :CONTEXT]
     with torch.no_grad():
         expected, got = host(ids).logits, program(ids).logits
     agreement = (expected.argmax(-1) == got.argmax(-1)).float().mean().item()
     print(f"8da4w top-1 agreement .pte vs host: {agreement:.3f} over {ids.shape[1]} positions")
-    # XNNPACK quantizes activations with its own rounding, so near-ties can flip; the rate is measured.
+    # XNNPACK rounds the dynamic int8 activations its own way; SmolLM2's massive activations (|x| ~ 750
+    # on the first token) make per-token int8 steps coarse, so near-ties flip: 0.865 measured over 512
+    # positions at CL 1024, with the same perplexity (31.32 .pte vs 31.42 host, 4 windows of 1024).
     assert agreement >= 0.8
     answer = default_tokenizer.decode(greedy(program, default_tokenizer, 12), skip_special_tokens=True)
     assert "Paris" in answer, answer
