@@ -260,7 +260,10 @@ def _external_location(path: Path, initializer) -> TensorLocation:
         offset, length = int(info.get("offset", 0)), int(info["length"])
     except (KeyError, ValueError) as error:
         raise ModelDataError(f"{where} has no valid offset/length") from error
-    return TensorLocation.from_onnx(initializer.name, initializer.data_type, initializer.dims, offset, length)
+    try:
+        return TensorLocation.from_onnx(initializer.name, initializer.data_type, initializer.dims, offset, length)
+    except ModelDataError as error:
+        raise ModelDataError(f"{path.name}: {error}") from error
 
 
 def _check_io(path: Path, graph, inputs: list[str], config, ar: int) -> None:
