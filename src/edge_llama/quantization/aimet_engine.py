@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 
 import torch
 from torch import nn
@@ -124,13 +125,17 @@ class AimetEngine:
         from .layerwise import LayerwiseCalibrator, check_layerwise_options
 
         check_layerwise_options(recipe, rounding, use_seq_mse)
+        started = time.perf_counter()
         sim = build_sim_by_template(model, recipe)
+        built = time.perf_counter() - started
         calibrator = LayerwiseCalibrator(
             model, batches, device=options.get("device"), batch_size=int(options.get("calibration_batch_size", 8)),
             use_seq_mse=use_seq_mse, seq_mse_candidates=int(recipe.option("seq_mse_candidates", 20)),
             progress_dir=options.get("progress_dir"), on_layer_done=options.get("on_layer_done"), progress=progress,
         )
-        model.quantization.layerwise_report = calibrator.run()
+        report = calibrator.run()
+        report.seconds = {"build_sim": built, **report.seconds}
+        model.quantization.layerwise_report = report  # where the time went, for benchmarks
         model.quantization.handle = sim
 
     def encodings(self, model) -> Encodings:
@@ -289,6 +294,10 @@ def build_sim_by_template(model, recipe) -> _TemplateSim:
 
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = 1
+    # A small vocabulary: the embedding's quantizer is per tensor, lm_head's is the recipe's.
+    config.vocab_size = min(config.vocab_size, 256)
+    if config.pad_token_id is not None and config.pad_token_id >= config.vocab_size:
+        config.pad_token_id = 0
     with torch.device("meta"):
         template = type(model)(config)
     template.to_empty(device="cpu")

@@ -38,6 +38,7 @@ from ..generation.runner import KVWindow, plan_chunks
 from .seq_mse import StopForward
 
 STREAMS_WITH_SEQ_MSE = ("calibration", "seq_mse", "float")
+HEAD_ROWS = 8  # sequences per lm_head call
 
 
 @dataclass
@@ -158,8 +159,6 @@ class LayerwiseCalibrator:
             self._embedding(compute_inputs=activations is None)
         if activations is not None:
             self.activations = activations
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
         for index in range(start, len(layers)):
             layer = layers[index]
             with self._on_device(layer):
@@ -220,7 +219,8 @@ class LayerwiseCalibrator:
         head = nn.ModuleList([norm, lm_head])
         with self._on_device(head), aimet_nn.compute_encodings(head):
             for hidden in self._each_batch(self.activations["calibration"]):
-                lm_head(layout.to_sequence(norm(hidden)))
+                for rows in hidden.split(HEAD_ROWS):  # logits of a whole batch can outgrow the layer's memory
+                    lm_head(layout.to_sequence(norm(rows)))
 
     @torch.no_grad()
     def _seq_mse(self, layer: nn.Module, index: int) -> None:
