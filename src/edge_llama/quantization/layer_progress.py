@@ -73,8 +73,6 @@ class LayerProgress:
     def load(self, model, device) -> tuple[int, dict | None]:
         """`(finished layers, streams entering the next layer)`; `(0, None)` for a fresh start. Encodings
         of the finished layers are loaded into `model`'s quantizers, frozen as they were."""
-        from safetensors.torch import load_file
-
         from .aimet_engine import _load_encoding, layer_quantizers
         from .encodings import TensorEncoding
 
@@ -91,9 +89,15 @@ class LayerProgress:
                 if entry["name"] not in quantizers:
                     raise ProgressError(f"{path}: {entry['name']!r} is not a quantizer of layer {index}; delete the folder to start over")
                 quantizer = quantizers[entry["name"]]
+                if quantizer.is_initialized() and not quantizer.is_overwrite_allowed():
+                    continue  # fixed by the recipe (mask, softmax): already as the clean run has it
                 _load_encoding(quantizer, TensorEncoding.from_json(entry, str(path)))
                 quantizer.allow_overwrite(entry["name"] not in frozen)
-        tensors = load_file(self.folder / manifest["activations"], device=str(device))
+        from safetensors import safe_open
+
+        with safe_open(str(self.folder / manifest["activations"]), framework="pt", device=str(device)) as handle:
+            orders = handle.metadata() or {}
+            tensors = {key: _with_order(handle.get_tensor(key), orders.get(key)) for key in handle.keys()}
         return finished, _unflatten(tensors)
 
     def save(self, index: int, quantizers: list[tuple[str, object]], streams: dict) -> None:
@@ -112,20 +116,20 @@ class LayerProgress:
         with atomic_file(self.folder / f"layer_{index}.json") as handle:
             json.dump({"encodings": entries, "frozen": frozen}, handle)
         activations = f"activations_after_{index}.safetensors"
-        _save_tensors_atomically(self.folder / activations, _flatten(streams))
+        _save_tensors_atomically(self.folder / activations, *_flatten(streams))
         with atomic_file(self.folder / MANIFEST) as handle:
             json.dump({"fingerprint": self.fingerprint, "finished_layers": index + 1, "activations": activations}, handle)
         if previous is not None and previous["activations"] != activations:
             (self.folder / previous["activations"]).unlink(missing_ok=True)
 
 
-def _save_tensors_atomically(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def _save_tensors_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """safetensors writes to a path, not a handle: a temporary name beside `path`, fsynced, renamed."""
     from safetensors.torch import save_file
 
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(temporary))
+        save_file(tensors, str(temporary), metadata=metadata)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -139,15 +143,28 @@ def _save_tensors_atomically(path: Path, tensors: dict[str, torch.Tensor]) -> No
         os.close(descriptor)
 
 
-def _flatten(streams: dict) -> dict[str, torch.Tensor]:
-    """stream[group][chunk][batch] → {"stream.group.chunk.batch": tensor} (on the host)."""
-    flat = {}
+def _flatten(streams: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """stream[group][chunk][batch] → {"stream.group.chunk.batch": tensor} (on the host), and each tensor's
+    dimension order in memory: the layers' outputs are often transposed views, and a kernel given the
+    same values in another memory layout may round differently (the resumed run must match exactly)."""
+    flat, orders = {}, {}
     for name, groups in streams.items():
         for g, chunks in enumerate(groups):
             for c, batches in enumerate(chunks):
                 for b, tensor in enumerate(batches):
-                    flat[f"{name}.{g}.{c}.{b}"] = tensor.detach().to("cpu").contiguous()
-    return flat
+                    key = f"{name}.{g}.{c}.{b}"
+                    order = sorted(range(tensor.dim()), key=lambda d: (-tensor.stride(d), d))
+                    flat[key] = tensor.detach().permute(order).to("cpu").contiguous()
+                    orders[key] = ",".join(map(str, order))
+    return flat, orders
+
+
+def _with_order(tensor: torch.Tensor, order: str | None) -> torch.Tensor:
+    if not order:
+        return tensor
+    order = [int(d) for d in order.split(",")]
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return tensor.permute(inverse)
 
 
 def _unflatten(flat: dict[str, torch.Tensor]) -> dict:
