@@ -37,7 +37,6 @@ from ..generation import EdgeRunner, TorchGraphBackend
 from ..generation.runner import KVWindow, plan_chunks
 from .seq_mse import StopForward
 
-STREAMS_WITH_SEQ_MSE = ("calibration", "seq_mse", "float")
 HEAD_ROWS = 8  # sequences per lm_head call
 
 
@@ -139,7 +138,6 @@ class LayerwiseCalibrator:
         self.show_progress = progress
         self.report = LayerwiseReport()
         self.groups = _plan(model, batches, self.device)
-        self.streams = STREAMS_WITH_SEQ_MSE if use_seq_mse else ("calibration",)
         self.store = None
         if progress_dir is not None:
             from .layer_progress import LayerProgress
@@ -164,7 +162,7 @@ class LayerwiseCalibrator:
             with self._on_device(layer):
                 if self.use_seq_mse:
                     with self._timed("seq_mse"):
-                        self._seq_mse(layer, index)
+                        self._seq_mse(layer)
                 with self._timed("calibration"):
                     self._calibrate(layer)
             if self.store is not None:
@@ -223,7 +221,7 @@ class LayerwiseCalibrator:
                     lm_head(layout.to_sequence(norm(rows)))
 
     @torch.no_grad()
-    def _seq_mse(self, layer: nn.Module, index: int) -> None:
+    def _seq_mse(self, layer: nn.Module) -> None:
         """Sequential MSE over this layer's projections, stage by stage (projections that read the same
         tensor form one stage), each seeing the projections before it already on their chosen grids."""
         from aimet_torch.nn import BaseQuantizationMixin
