@@ -170,6 +170,7 @@ def measure(args: argparse.Namespace) -> dict:
     ids = tokenizer(TEXT * (args.long_prompt_tokens // 10 + 1)).input_ids
     short, long = ids[: args.prompt_tokens], ids[: args.long_prompt_tokens]
 
+    rss_before = current_rss_mib()
     started = time.perf_counter()
     variant = load_variant(args.run_variant, args.threads)
     load_seconds = time.perf_counter() - started
@@ -196,9 +197,15 @@ def measure(args: argparse.Namespace) -> dict:
         "runs": {"decode_tokens_per_s": decode, "prompt_tokens_per_s": prompt, "ttft_s": ttft},
         "load_s": load_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "model_rss_mib": current_rss_mib() - rss_before,  # what loading and running added to the process
         "file_mb": sum(path.stat().st_size for path in variant.files) / 1e6,
         "greedy_tokens": tokens[:16],
     }
+
+
+def current_rss_mib() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 def read_bandwidth(threads: int, gib: float = 1.0, repeats: int = 7) -> float:
@@ -276,7 +283,7 @@ def main() -> None:
         row["roofline_share"] = row["decode_tokens_per_s"] / row["roofline_tokens_per_s"]
         rows.append(row)
         print(f"{name:<16} decode {row['decode_tokens_per_s']:7.1f} tok/s  prompt {row['prompt_tokens_per_s']:7.1f} tok/s  "
-              f"TTFT {row['ttft_s'] * 1000:6.1f} ms  RSS {row['peak_rss_mib']:6.0f} MiB  file {row['file_mb']:6.1f} MB  "
+              f"TTFT {row['ttft_s'] * 1000:6.1f} ms  RSS {row['peak_rss_mib']:5.0f} MiB (model {row['model_rss_mib']:4.0f})  file {row['file_mb']:6.1f} MB  "
               f"roofline {100 * row['roofline_share']:4.1f} % of {row['roofline_tokens_per_s']:.0f} tok/s", flush=True)
     write_results(args, {"read_bandwidth_gb_s": bandwidth, "context_length": CONTEXT_LENGTH, "rows": rows,
                          "versions_extra": _versions()})
