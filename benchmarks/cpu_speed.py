@@ -15,6 +15,11 @@ and `llama.cpp-Q8_0` (llama-cpp-python, the `bench` extra; the GGUFs are requant
 package's Q4_1 file). Exports are made once into `$EDGE_LLAMA_CACHE/bench`.
 
 Writes benchmarks/results/cpu_speed.json.
+
+llama-cpp-python builds llama.cpp for the build machine's CPU; on these machines (Sapphire Rapids
+under a VM) its AMX kernels die with SIGILL (`tilezero`), so build it without them:
+`CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+-DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF" pip install 'edge-llama[bench]'`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@
 | `qai-hub` | `qai_hub` | the `onnx` parts compiled and linked by Qualcomm AI Hub (needs an API token), + a Genie bundle |
 | `executorch` | `executorch` | an XNNPACK `.pte` with the KV cache inside (float or `8da4w`); runs in `executorch.runtime` |
 | `onnx-int4` | `onnx_int4` | one ONNX decoder with int4 `MatMulNBits` weights (float, `w4-awq`, `w4-rtn`), KV cache as I/O, `genai_config.json`: ORT GenAI / Ryzen AI form |
-
-More targets (`qnn`, `qai-hub`, `executorch`, `onnx-int4`) join as they land.
 """
 
 from __future__ import annotations
