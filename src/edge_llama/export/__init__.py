@@ -65,3 +65,13 @@ def export_model(
     with atomic_directory(output_dir) as staging:
         export(model, staging, **options)
     return Path(output_dir)
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of `package` (recorded in exported configs), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

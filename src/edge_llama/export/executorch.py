@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EdgeLlamaError
+from . import package_version
 
 if TYPE_CHECKING:
     from ..modeling_edge_llama import EdgeLlamaForCausalLM
@@ -178,7 +179,7 @@ def export_executorch(
         "program": PROGRAM_FILE,
         "max_seq_len": max_seq_len,
         "backend": "xnnpack",
-        "executorch_version": _version("executorch"),
+        "executorch_version": package_version("executorch"),
         "recipe": model.quantization.to_config() if model.quantization is not None else None,
         "metadata": runner_metadata(model, max_seq_len),
     }
@@ -186,12 +187,3 @@ def export_executorch(
     model.generation_config.save_pretrained(output_dir)
     save_tokenizer(model, output_dir)
     return path
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None

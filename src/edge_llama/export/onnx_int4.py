@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EdgeLlamaError
+from . import package_version
 from . import onnx_int4_graph as graph
 
 if TYPE_CHECKING:
@@ -233,19 +234,10 @@ def export_onnx_int4(
         "max_seq_len": max_seq_len,
         "accuracy_level": accuracy_level,
         "matmul_nbits": counts["MatMulNBits"],
-        "onnxruntime_version": _version("onnxruntime"),
+        "onnxruntime_version": package_version("onnxruntime"),
         "recipe": model.quantization.to_config() if model.quantization is not None else None,
     }
     export_config.save_pretrained(output_dir)
     model.generation_config.save_pretrained(output_dir)
     save_tokenizer(model, output_dir)
     return output_dir / MODEL_FILE
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
