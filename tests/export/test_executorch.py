@@ -112,3 +112,10 @@ def test_groups_xnnpack_cannot_take_are_refused(tmp_path):
     qmodel = edge_from(reference, context_length=CONTEXT, ar_lengths=[16, 1]).quantize("8da4w")
     with pytest.raises(ExecuTorchExportError, match="multiples of 32"):
         qmodel.export("executorch", tmp_path / "out")
+
+
+def test_demo_header_names_the_programs_chunk_not_the_static_graphs_ar(float_export, reference):
+    from edge_llama.cli.demo import _chunking
+
+    assert _chunking(EdgeLlamaForCausalLM.from_pretrained(float_export)) == f"chunks of up to {MAX_SEQ_LEN} tokens"
+    assert _chunking(edge_from(reference, context_length=CONTEXT, ar_lengths=[16, 1])) == "AR 16/1"

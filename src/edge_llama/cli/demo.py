@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"Model:    {args.checkpoint} · {config.num_hidden_layers} layers · CL {config.context_length} · "
-            f"AR {'/'.join(map(str, config.ar_lengths))} · {getattr(model.runner.backend, 'description', 'host (PyTorch)')}"
+            f"{_chunking(model)} · {getattr(model.runner.backend, 'description', 'host (PyTorch)')}"
         )
         print(f"Prompt:   {args.prompt}")
         print("Response: ", end="", flush=True)
@@ -90,6 +90,14 @@ def run(args: argparse.Namespace) -> int:
         f"{' · stopped at end of turn' if reply.stopped_on_eos else ' · stopped at --max-output-tokens'}"
     )
     return 0
+
+
+def _chunking(model) -> str:
+    """How the prompt goes in: the static graphs' AR lengths, or a program's largest chunk."""
+    max_seq_len = getattr(model.runner.backend, "max_seq_len", None)  # programs that keep their own cache
+    if max_seq_len:
+        return f"chunks of up to {max_seq_len} tokens"
+    return f"AR {'/'.join(map(str, model.config.ar_lengths))}"
 
 
 def _serve_web(args: argparse.Namespace) -> int:
