@@ -127,7 +127,14 @@ def export_graphs(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     canonical, alias = canonical_parameters(model)
-    exported = {spec.file_name: _export_graph(spec, alias, keep_metadata) for spec in specs}
+    from tqdm.auto import tqdm
+
+    # Tracing a 30-layer graph takes minutes on a laptop CPU: show which graph is on its way.
+    progress = tqdm(specs, desc="ONNX graphs", unit="graph", disable=None)
+    exported = {}
+    for spec in progress:
+        progress.set_postfix_str(spec.file_name)
+        exported[spec.file_name] = _export_graph(spec, alias, keep_metadata)
     used = set().union(*(weights for _, weights, _ in exported.values()))
     locations = write_model_data(output_dir / DATA_FILE, ((n, t) for n, t in canonical.items() if n in used))
     results = {}
