@@ -28,20 +28,24 @@ def answer(model, tokenizer, max_new_tokens=8) -> str:
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
+# Saving exports both 30-layer ONNX graphs (minutes here), so the round trip runs once per engine:
+# w8a16 is saved and loaded by the same AIMET code as w4a16.
 @pytest.mark.parametrize(
-    "recipe, options",
+    "recipe, options, round_trip",
     [
-        ("w4a16", dict(num_samples=1, sequence_length=128)),
-        ("w8a16", dict(num_samples=1, sequence_length=128)),
-        ("8da4w", {}),
-        ("w4-awq", dict(num_samples=2, sequence_length=256, awq_grid=5, progress=False)),
+        ("w4a16", dict(num_samples=1, sequence_length=128), True),
+        ("w8a16", dict(num_samples=1, sequence_length=128), False),
+        ("8da4w", {}, True),
+        ("w4-awq", dict(num_samples=2, sequence_length=256, awq_grid=5, progress=False), True),
     ],
 )
-def test_recipe_on_smollm2(recipe, options, smollm2, default_tokenizer, tmp_path):
+def test_recipe_on_smollm2(recipe, options, round_trip, smollm2, default_tokenizer, tmp_path):
     quantized = smollm2.quantize(recipe, **options)
     text = answer(quantized, default_tokenizer)
     words = text.split()
     assert words and text.strip()[0].isupper() and len(set(words)) > len(words) // 2, text  # a sentence, not a loop
+    if not round_trip:
+        return
     expected = probe(quantized, default_tokenizer)
     quantized.save_pretrained(tmp_path / recipe)
     again = EdgeLlamaForCausalLM.from_pretrained(tmp_path / recipe)
