@@ -34,3 +34,19 @@ def test_info_describes_float_quantized_and_exported_folders(checkpoints, tmp_pa
     assert "export for onnx" in out
     assert any(line.split() == ["parts", "3"] for line in out.splitlines())
     assert "recipe" in out and "w4-rtn" in out
+
+
+def test_onnx_int4_export_takes_the_accuracy_level_and_prints_one_line_under_quiet(checkpoints, tmp_path, capfd):
+    import onnx
+
+    out = tmp_path / "int4"
+    assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--target", "onnx-int4", "--accuracy-level", "4",
+                 "-q", "-o", str(out)]) == 0
+    lines = capfd.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "(onnx-int4)" in lines[0], lines
+    graph = onnx.load(out / "model.onnx", load_external_data=False).graph
+    levels = {a.i for node in graph.node if node.op_type == "MatMulNBits" for a in node.attribute if a.name == "accuracy_level"}
+    assert levels == {4}
+    assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--target", "onnx", "--accuracy-level", "4",
+                 "-q", "-o", str(tmp_path / "onnx")]) == 2
+    assert "--accuracy-level does not apply to the onnx target" in capfd.readouterr().err

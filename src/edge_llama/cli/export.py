@@ -11,7 +11,7 @@ from .quantize import add_quantization_options, quantize_with_options
 logger = logging.getLogger(__name__)
 
 # Command-line options handed to the target's export function, if its signature takes them.
-TARGET_OPTIONS = ("device", "parts", "max_seq_len", "skip_inferencing", "skip_profiling")
+TARGET_OPTIONS = ("device", "parts", "max_seq_len", "accuracy_level", "skip_inferencing", "skip_profiling")
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--parts", type=int, default=None, help="Number of parts (default: the checkpoint's num_parts, else a size rule).")
     parser.add_argument("--context-length", type=int, default=None, help="CL of the graphs (float checkpoints; default: the checkpoint's).")
     parser.add_argument("--max-seq-len", type=int, default=None, help="Targets with a cache inside the program (executorch, onnx-int4): the longest prompt chunk per call (default: the target's).")
+    parser.add_argument("--accuracy-level", type=int, choices=range(5), default=None, metavar="{0..4}",
+                        help="onnx-int4: MatMulNBits' accuracy level (0: float32 compute, as the host simulation, the "
+                             "default; 4: int8 activations inside the kernel, faster and approximate).")
     parser.add_argument("--skip-inferencing", action="store_true", help="Targets that run the export after compiling (qnn: the one-token HTP simulator check): do not.")
     parser.add_argument("--skip-profiling", action="store_true", help="Targets that profile the export on a device (qai-hub): do not.")
     add_quantization_options(parser, recipe_default=None)

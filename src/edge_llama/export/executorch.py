@@ -16,6 +16,8 @@ activations). The metadata methods are the ones ExecuTorch's LLM runners read (`
 
 from __future__ import annotations
 
+import logging
+
 import os
 import time
 from pathlib import Path
@@ -33,6 +35,8 @@ RECIPES = ("8da4w",)  # besides float models
 DEFAULT_MAX_SEQ_LEN = 128
 XNNPACK_GROUP_MULTIPLE = 32
 
+
+logger = logging.getLogger(__name__)  # progress lines; the CLI shows them unless -q
 
 class ExecuTorchExportError(EdgeLlamaError, ValueError):
     """The model cannot go to the executorch target, or executorch is missing."""
@@ -117,7 +121,7 @@ def runner_metadata(model: EdgeLlamaForCausalLM, max_seq_len: int) -> dict:
     }
 
 
-def lower_program(model: EdgeLlamaForCausalLM, max_seq_len: int, log=print):
+def lower_program(model: EdgeLlamaForCausalLM, max_seq_len: int):
     """Traces the program and lowers it with XNNPACK; returns the ExecuTorch program manager."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -135,7 +139,7 @@ def lower_program(model: EdgeLlamaForCausalLM, max_seq_len: int, log=print):
     started = time.perf_counter()
     with torch.no_grad():
         exported = torch.export.export(program, (tokens, input_pos), dynamic_shapes=dynamic_shapes, strict=False)
-    log(f"executorch: traced in {time.perf_counter() - started:.1f} s; lowering with XNNPACK")
+    logger.info("executorch: traced in %.1f s; lowering with XNNPACK", time.perf_counter() - started)
     started = time.perf_counter()
     edge = to_edge_transform_and_lower(
         exported,
@@ -143,7 +147,7 @@ def lower_program(model: EdgeLlamaForCausalLM, max_seq_len: int, log=print):
         compile_config=EdgeCompileConfig(_check_ir_validity=False),
         constant_methods=runner_metadata(model, max_seq_len),
     )
-    log(f"executorch: lowered in {time.perf_counter() - started:.1f} s")
+    logger.info("executorch: lowered in %.1f s", time.perf_counter() - started)
     return edge.to_executorch(
         ExecutorchBackendConfig(
             extract_delegate_segments=True,
@@ -155,7 +159,7 @@ def lower_program(model: EdgeLlamaForCausalLM, max_seq_len: int, log=print):
 
 
 def export_executorch(
-    model: EdgeLlamaForCausalLM, output_dir: str | os.PathLike, max_seq_len: int = DEFAULT_MAX_SEQ_LEN, log=print
+    model: EdgeLlamaForCausalLM, output_dir: str | os.PathLike, max_seq_len: int = DEFAULT_MAX_SEQ_LEN
 ) -> Path:
     """Writes `model.pte` (XNNPACK, cache inside, prefill of up to `max_seq_len` tokens per call),
     the config and the tokenizer into `output_dir`; returns the `.pte` path."""
@@ -166,7 +170,7 @@ def export_executorch(
     if not 1 <= max_seq_len <= context_length:
         raise ExecuTorchExportError(f"max_seq_len must be in [1, context_length={context_length}], got {max_seq_len}")
     output_dir = Path(output_dir)
-    manager = lower_program(model, max_seq_len, log=log)
+    manager = lower_program(model, max_seq_len)
     path = output_dir / PROGRAM_FILE
     with open(path, "wb") as handle:
         manager.write_to_file(handle)

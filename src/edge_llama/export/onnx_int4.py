@@ -16,6 +16,8 @@ computes the host simulation's weights exactly; nothing is re-quantized. Runs in
 
 from __future__ import annotations
 
+import logging
+
 import json
 import os
 from pathlib import Path
@@ -37,6 +39,8 @@ INT4_ENCODINGS = ("PER_TENSOR", "PER_CHANNEL", "PER_BLOCK")
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
+
+logger = logging.getLogger(__name__)  # progress lines; the CLI shows them unless -q
 
 class OnnxInt4ExportError(EdgeLlamaError, ValueError):
     """The model cannot go to the onnx-int4 target."""
@@ -191,7 +195,6 @@ def export_onnx_int4(
     output_dir: str | os.PathLike,
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
     accuracy_level: int = 0,
-    log=print,
 ) -> Path:
     """Writes `model.onnx` (+ `model.onnx.data`), `genai_config.json`, the config and the tokenizer into
     `output_dir`; returns the model path.
@@ -220,8 +223,8 @@ def export_onnx_int4(
 
         plain = get_engine(model.quantization.recipe.engine).float_model(model)
     counts = graph.build_decoder(plain, output_dir, grids, accuracy_level=accuracy_level, model_file=MODEL_FILE)
-    log(f"onnx-int4: {counts['MatMulNBits']} MatMulNBits, {counts['MatMul']} float MatMul, "
-        f"{counts['data_bytes'] / 2**20:.1f} MiB of weights")
+    logger.info("onnx-int4: %d MatMulNBits, %d float MatMul, %.1f MiB of weights",
+                counts["MatMulNBits"], counts["MatMul"], counts["data_bytes"] / 2**20)
     (output_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(model), indent=4) + "\n")
 
     config = model.config
