@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from edge_llama.errors import EdgeLlamaError
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,6 +22,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint", default="DEFAULT", help="An alias, a checkpoint folder, a hub id or a .gguf file.")
     add_quantization_options(parser, recipe_default="w4a16")
+    add_layerwise_options(parser)
     parser.add_argument("--context-length", type=int, default=None, help="CL of the static graphs (default: the checkpoint's, else 4096).")
     parser.add_argument(
         "--measure-ppl", type=int, default=0, metavar="WINDOWS",
@@ -43,6 +46,17 @@ def add_quantization_options(parser: argparse.ArgumentParser, recipe_default: st
     parser.add_argument("--sequence-length", type=int, default=None, help="Tokens per calibration sequence (default: min(CL, 512)).")
     parser.add_argument("--use-seq-mse", action="store_true", help="Choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
 
+def add_layerwise_options(parser: argparse.ArgumentParser) -> None:
+    """`--layerwise`, `--device`, `--calibration-batch-size`, `--progress-dir` (the `quantize` command's)."""
+    layerwise = parser.add_argument_group("layer-wise calibration (QNN recipes; for big models on one GPU)")
+    layerwise.add_argument("--layerwise", action="store_true",
+                           help="Calibrate one decoder layer at a time on --device; the rest of the model stays on the host.")
+    layerwise.add_argument("--device", dest="layer_device", default=None, help="Where layers execute with --layerwise, e.g. cuda or cuda:1 (default: where the model is).")
+    layerwise.add_argument("--calibration-batch-size", type=int, default=None,
+                           help="Sequences that go through a layer together with --layerwise (memory for speed; default 8).")
+    layerwise.add_argument("--progress-dir", default=None,
+                           help="Folder for per-layer progress with --layerwise; rerunning the same command continues after the last finished layer.")
+
 
 def quantize_with_options(model, args: argparse.Namespace, recipe):
     """`model.quantize` with the options of `add_quantization_options`."""
@@ -53,7 +67,28 @@ def quantize_with_options(model, args: argparse.Namespace, recipe):
         num_samples=args.num_samples,
         sequence_length=args.sequence_length,
         use_seq_mse=args.use_seq_mse,
+        **_layerwise_options(args),
     )
+
+
+def _layerwise_options(args: argparse.Namespace) -> dict:
+    """`layerwise`, `device`, `calibration_batch_size`, `progress_dir` for `model.quantize`, or nothing."""
+    if not hasattr(args, "layerwise"):  # `export --recipe` quantizes all in memory
+        return {}
+    given = {"--device": args.layer_device, "--calibration-batch-size": args.calibration_batch_size, "--progress-dir": args.progress_dir}
+    if not args.layerwise:
+        stray = [flag for flag, value in given.items() if value is not None]
+        if stray:
+            raise EdgeLlamaError(f"{', '.join(stray)} only apply to layer-wise calibration: add --layerwise (or drop them).")
+        return {}
+    options = {"layerwise": True}
+    if args.layer_device is not None:
+        options["device"] = args.layer_device
+    if args.calibration_batch_size is not None:
+        options["calibration_batch_size"] = args.calibration_batch_size
+    if args.progress_dir is not None:
+        options["progress_dir"] = args.progress_dir
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
