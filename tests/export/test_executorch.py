@@ -95,8 +95,17 @@ def test_8da4w_program_matches_the_host_simulation(quantized_pair):
     with torch.no_grad():
         expected, got = host(ids).logits, program(ids).logits
     agreement = (expected.argmax(-1) == got.argmax(-1)).float().mean().item()
-    assert agreement >= 0.9, agreement  # XNNPACK's int8 dynamic-activation kernels round differently
-    assert relative_error(got, expected) <= 0.05
+    # With the recipe's bfloat16 weight scales (what XNNPACK's int4 group kernels hold) the host
+    # computes what the program computes, up to float summation order (which can move an int8
+    # activation code across a rounding boundary now and then). With float32 scales: 0.98, 0.05.
+    assert agreement == 1.0, agreement
+    assert relative_error(got, expected) <= 0.01
+
+
+def test_8da4w_weight_scales_are_what_xnnpack_holds(quantized_pair):
+    host, program = quantized_pair
+    scales = [m.weight.scale for m in host.modules() if isinstance(m, torch.nn.Linear) and hasattr(m.weight, "scale")]
+    assert scales and all(scale.dtype == torch.bfloat16 for scale in scales)
 
 
 def test_recipes_for_other_targets_are_refused_with_the_fix(reference, tmp_path):

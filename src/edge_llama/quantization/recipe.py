@@ -45,6 +45,9 @@ class GroupFallback(str, Enum):
     ERROR = "error"
 
 
+SCALE_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class WeightScheme:
     bits: int
@@ -54,9 +57,12 @@ class WeightScheme:
     block_size: int | None = None
     decompressed_bits: int | None = None
     group_fallback: GroupFallback = GroupFallback.SMALLER_GROUP
+    scale_dtype: str = "float32"  # how the runtime stores each scale (XNNPACK's int4 groups: bfloat16)
 
     def __post_init__(self):
         _check_bits("bits", self.bits)
+        if self.scale_dtype not in SCALE_DTYPES:
+            raise ValueError(f"scale_dtype must be one of {', '.join(SCALE_DTYPES)}, got {self.scale_dtype!r}")
         if self.granularity is Granularity.PER_GROUP and not _positive(self.group_size):
             raise ValueError("per-group weights need a positive group_size")
         if self.granularity in (Granularity.PER_BLOCK, Granularity.LPBQ) and not _positive(self.block_size):
