@@ -59,9 +59,10 @@ def test_8da4w_program_tracks_the_host_simulation_on_smollm2(smollm2, default_to
         expected, got = host(ids).logits, program(ids).logits
     agreement = (expected.argmax(-1) == got.argmax(-1)).float().mean().item()
     print(f"8da4w top-1 agreement .pte vs host: {agreement:.3f} over {ids.shape[1]} positions")
-    # XNNPACK rounds the dynamic int8 activations its own way; SmolLM2's massive activations (|x| ~ 750
-    # on the first token) make per-token int8 steps coarse, so near-ties flip: 0.865 measured over 512
-    # positions at CL 1024, with the same perplexity (31.32 .pte vs 31.42 host, 4 windows of 1024).
-    assert agreement >= 0.8
+    # With the recipe's bfloat16 weight scales (XNNPACK's) 0.904 measured over 512 positions at CL 1024
+    # (0.865 with float32 scales), perplexity 31.69 .pte vs 31.76 host over 4 windows of 1024. What is
+    # left is float summation order moving SmolLM2's massive activations (|x| ~ 750) across the coarse
+    # per-token int8 steps.
+    assert agreement >= 0.85
     answer = default_tokenizer.decode(greedy(program, default_tokenizer, 12), skip_special_tokens=True)
     assert "Paris" in answer, answer
