@@ -52,6 +52,7 @@ class EdgeLlamaExportCommand(BaseOptimumCLICommand):
         parser.add_argument("--parts", type=int, default=None, help="Number of parts (default: the checkpoint's, else a size rule).")
         parser.add_argument("--context-length", type=int, default=None, help="CL of the graphs for a float checkpoint (default: the checkpoint's).")
         parser.add_argument("--max-seq-len", type=int, default=None, help="executorch, onnx-int4: the longest prompt chunk per call (default: the target's).")
+        parser.add_argument("--accuracy-level", type=int, choices=range(5), default=None, metavar="{0..4}", help="onnx-int4: MatMulNBits' accuracy level (0: float32 compute, as the host simulation; 4: int8 activations inside the kernel, faster and approximate).")
         parser.add_argument("--calibration-data", default=None, help="With --recipe: a local text file/folder/saved dataset or 'wikitext-2' (default: the offline corpus).")
         parser.add_argument("--num-samples", type=int, default=None, help="With --recipe: calibration sequences (default: the recipe's).")
         parser.add_argument("--sequence-length", type=int, default=None, help="With --recipe: tokens per calibration sequence (default: min(CL, 512)).")
