@@ -46,6 +46,7 @@ def add_quantization_options(parser: argparse.ArgumentParser, recipe_default: st
     parser.add_argument("--sequence-length", type=int, default=None, help="Tokens per calibration sequence (default: min(CL, 512)).")
     parser.add_argument("--use-seq-mse", action="store_true", help="Choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
 
+
 def add_layerwise_options(parser: argparse.ArgumentParser) -> None:
     """`--layerwise`, `--device`, `--calibration-batch-size`, `--progress-dir` (the `quantize` command's)."""
     layerwise = parser.add_argument_group("layer-wise calibration (QNN recipes; for big models on one GPU)")
@@ -75,20 +76,15 @@ def _layerwise_options(args: argparse.Namespace) -> dict:
     """`layerwise`, `device`, `calibration_batch_size`, `progress_dir` for `model.quantize`, or nothing."""
     if not hasattr(args, "layerwise"):  # `export --recipe` quantizes all in memory
         return {}
-    given = {"--device": args.layer_device, "--calibration-batch-size": args.calibration_batch_size, "--progress-dir": args.progress_dir}
+    chosen = {"device": args.layer_device, "calibration_batch_size": args.calibration_batch_size,
+              "progress_dir": args.progress_dir}
+    chosen = {name: value for name, value in chosen.items() if value is not None}
     if not args.layerwise:
-        stray = [flag for flag, value in given.items() if value is not None]
-        if stray:
-            raise EdgeLlamaError(f"{', '.join(stray)} only apply to layer-wise calibration: add --layerwise (or drop them).")
+        if chosen:
+            flags = ", ".join("--" + name.replace("_", "-") for name in chosen)
+            raise EdgeLlamaError(f"{flags} only apply to layer-wise calibration: add --layerwise (or drop them).")
         return {}
-    options = {"layerwise": True}
-    if args.layer_device is not None:
-        options["device"] = args.layer_device
-    if args.calibration_batch_size is not None:
-        options["calibration_batch_size"] = args.calibration_batch_size
-    if args.progress_dir is not None:
-        options["progress_dir"] = args.progress_dir
-    return options
+    return {"layerwise": True, **chosen}
 
 
 def run(args: argparse.Namespace) -> int:

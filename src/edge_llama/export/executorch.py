@@ -17,7 +17,6 @@ activations). The metadata methods are the ones ExecuTorch's LLM runners read (`
 from __future__ import annotations
 
 import logging
-
 import os
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ RECIPES = ("8da4w",)  # besides float models
 DEFAULT_MAX_SEQ_LEN = 128
 XNNPACK_GROUP_MULTIPLE = 32
 
-
 logger = logging.getLogger(__name__)  # progress lines; the CLI shows them unless -q
+
 
 class ExecuTorchExportError(EdgeLlamaError, ValueError):
     """The model cannot go to the executorch target, or executorch is missing."""

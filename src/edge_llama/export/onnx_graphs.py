@@ -121,14 +121,13 @@ def export_graphs(
 ) -> dict[str, ExportedGraph]:
     """Exports every graph of `specs` into `output_dir`, all reading their weights from one `model.data`."""
     import onnx_ir as ir
+    from tqdm.auto import tqdm
 
     for name in ("onnx_ir", "onnxscript"):  # pass-by-pass chatter, e.g. "skipping constant folding for a graph input"
         logging.getLogger(name).setLevel(logging.ERROR)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     canonical, alias = canonical_parameters(model)
-    from tqdm.auto import tqdm
-
     # Tracing a 30-layer graph takes minutes on a laptop CPU: show which graph is on its way.
     progress = tqdm(specs, desc="ONNX graphs", unit="graph", disable=None)
     exported = {}

@@ -17,7 +17,6 @@ computes the host simulation's weights exactly; nothing is re-quantized. Runs in
 from __future__ import annotations
 
 import logging
-
 import json
 import os
 from pathlib import Path
@@ -39,8 +38,8 @@ INT4_ENCODINGS = ("PER_TENSOR", "PER_CHANNEL", "PER_BLOCK")
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
-
 logger = logging.getLogger(__name__)  # progress lines; the CLI shows them unless -q
+
 
 class OnnxInt4ExportError(EdgeLlamaError, ValueError):
     """The model cannot go to the onnx-int4 target."""

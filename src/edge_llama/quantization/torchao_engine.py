@@ -31,9 +31,9 @@ def _granularity(scheme: WeightScheme, block: int | None):
 
 
 def _scale_dtype(scheme: WeightScheme | None) -> torch.dtype | None:
-    """XNNPACK's group-wise int4 kernels keep their scales in bfloat16; computing the host's codes
-    and products with float32 scales instead made the `.pte` disagree on ~13 % of SmolLM2's top-1
-    tokens."""
+    """XNNPACK's group-wise int4 kernels keep their scales in bfloat16. With float32 scales on the host,
+    a SmolLM2-shaped linear's `.pte` output differed by 0.25 % of its range (7e-7 with bfloat16), and
+    SmolLM2's top-1 agreement with the `.pte` was 0.865 (0.904 with bfloat16)."""
     if scheme is None or scheme.scale_dtype == "float32":
         return None
     return getattr(torch, scheme.scale_dtype)
