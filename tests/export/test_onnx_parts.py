@@ -21,7 +21,8 @@ CL, AR = 64, 16
 
 @pytest.fixture(scope="module")
 def float_model():
-    reference = tiny_llama(vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=3, tie_word_embeddings=True)
+    # Five layers: part 2 of 3 holds three, so its graphs are built by repeating a traced layer (layer_repeat).
+    reference = tiny_llama(vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=5, tie_word_embeddings=True)
     return edge_from(reference, context_length=CL, ar_lengths=[AR, 1])
 
 
@@ -96,10 +97,11 @@ def test_each_part_carries_its_own_encodings(w4a16, exported):
     first, second, third = (Encodings.read(exported / f"part_{p}_of_3.encodings") for p in (1, 2, 3))
     # The tensors crossing a cut carry one encoding on both sides.
     assert first.activations["hidden_states_0"].to_json() | {"name": ""} == second.activations["hidden_states_0"].to_json() | {"name": ""}
-    assert second.activations["hidden_states_2"].scale == third.activations["hidden_states_2"].scale
-    assert second.activations["hidden_states_2"].scale == whole.activations["model.layers.1.mlp_residual:output0"].scale
+    assert second.activations["hidden_states_3"].scale == third.activations["hidden_states_3"].scale
+    assert second.activations["hidden_states_3"].scale == whole.activations["model.layers.2.mlp_residual:output0"].scale
     assert "lm_head.weight" in third.params and third.params["lm_head.weight"].bw == 8
-    assert "past_key_2_in" in third.activations and "past_key_2_in" not in second.activations
+    assert "past_key_3_in" in third.activations and "past_key_3_in" not in second.activations
+    assert "past_key_2_in" in second.activations and "model.layers.2.mlp.down_proj:output0" in second.activations
 
 
 def test_float_model_exports_without_encodings(float_model, tmp_path):

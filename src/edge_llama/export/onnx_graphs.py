@@ -11,7 +11,8 @@ Graph I/O names: `input_ids`, `attention_mask`, `position_cos`, `position_sin`, 
 edge model's parameter names (`model.layers.0.self_attn.q_proj.0.weight`; a tied lm_head is
 `model.embed_tokens.weight`), which is what `model.encodings` refers to.
 
-How: torch's dynamo exporter without its optimizer (which renames and copies weights), our own
+How: torch's dynamo exporter (over two decoder layers, the rest repeated in ONNX: `layer_repeat`)
+without its optimizer (which renames and copies weights), our own
 light optimization with the weights declared graph inputs meanwhile so no pass can fold or rename
 them, then the weights streamed once into `model.data` and referenced from every graph.
 """
@@ -32,6 +33,7 @@ import torch
 from ..errors import EdgeLlamaError
 from ..serialization.model_data import FILE_NAME as DATA_FILE
 from ..serialization.model_data import ModelDataError, TensorLocation, write_model_data
+from .layer_repeat import RepeatUnsupported, repeat_layers, short_trace
 from .value_names import name_activation_values
 
 if TYPE_CHECKING:
@@ -133,7 +135,7 @@ def export_graphs(
     exported = {}
     for spec in progress:
         progress.set_postfix_str(spec.file_name)
-        exported[spec.file_name] = _export_graph(spec, alias, keep_metadata)
+        exported[spec.file_name] = _export_graph(spec, model, alias, keep_metadata)
     used = set().union(*(weights for _, weights, _ in exported.values()))
     locations = write_model_data(output_dir / DATA_FILE, ((n, t) for n, t in canonical.items() if n in used))
     results = {}
@@ -151,16 +153,37 @@ def export_graphs(
     return results
 
 
-def _export_graph(spec: GraphSpec, alias: dict[str, str], keep_metadata: bool) -> tuple[ir.Model, set[str], dict[str, str]]:
-    # The exporter prints its progress to stdout; keep it for --verbose logs instead.
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()) as chatter:
-        program = torch.onnx.export(
-            spec.module, spec.args, dynamo=True, input_names=spec.input_names, output_names=spec.output_names,
-            optimize=False, verify=False, report=False,
-        )
-    logging.getLogger(__name__).debug(chatter.getvalue())
+def trace_onnx(spec: GraphSpec, model: torch.nn.Module, repeat: bool = True) -> ir.Model:
+    """The graph of `spec` as traced by torch's dynamo exporter, unoptimized.
+
+    With `repeat`, a graph of three or more identical decoder layers is traced over two of them and
+    the second repeated (`layer_repeat`): the same graph, many times faster for deep models.
+    """
+    with short_trace(spec) if repeat else contextlib.nullcontext() as short:
+        target = short or spec
+        # The exporter prints its progress to stdout; keep it for --verbose logs instead.
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()) as chatter:
+            program = torch.onnx.export(
+                target.module, target.args, dynamo=True, input_names=target.input_names,
+                output_names=target.output_names, optimize=False, verify=False, report=False,
+            )
+    logger = logging.getLogger(__name__)
+    logger.debug(chatter.getvalue())
     onnx_model = program.model
     del program
+    if short is not None:
+        try:
+            repeat_layers(onnx_model, short, model, spec)
+        except RepeatUnsupported as reason:
+            logger.info("%s: tracing every layer (%s)", spec.file_name, reason)
+            return trace_onnx(spec, model, repeat=False)
+    return onnx_model
+
+
+def _export_graph(
+    spec: GraphSpec, model: torch.nn.Module, alias: dict[str, str], keep_metadata: bool
+) -> tuple[ir.Model, set[str], dict[str, str]]:
+    onnx_model = trace_onnx(spec, model)
     onnx_graph = onnx_model.graph
     weights = []
     for exported_name in list(onnx_graph.initializers):

@@ -43,7 +43,7 @@ def module_boundaries(graph: ir.Graph, scope_prefix: str = "") -> dict[str, Boun
     members: dict[str, list[ir.Node]] = {}
     scopes_of: dict[int, set[str]] = {}
     for node in graph:
-        scopes = _module_scopes(node, scope_prefix)
+        scopes = module_scopes(node, scope_prefix)
         scopes_of[id(node)] = scopes
         for scope in scopes:
             members.setdefault(scope, []).append(node)
@@ -112,7 +112,7 @@ def _boundary_value(boundaries: dict[str, Boundary], module: str, slot: str, nam
     return values[int(index)]
 
 
-def _module_scopes(node: ir.Node, scope_prefix: str) -> set[str]:
+def module_scopes(node: ir.Node, scope_prefix: str) -> set[str]:
     raw = node.metadata_props.get(SCOPES_KEY)
     if not raw:
         return set()
