@@ -130,7 +130,7 @@ def export_graphs(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     canonical, alias = canonical_parameters(model)
-    # Tracing a 30-layer graph takes minutes on a laptop CPU: show which graph is on its way.
+    # Even from two traced layers a graph takes seconds to tens of seconds: show which one is on its way.
     progress = tqdm(specs, desc="ONNX graphs", unit="graph", disable=None)
     exported = {}
     for spec in progress:
