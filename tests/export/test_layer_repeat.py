@@ -111,3 +111,29 @@ def test_layers_of_different_structure_are_traced_whole(tmp_path):
     with torch.no_grad():
         expected = model.graph_forward(*inputs[:4], inputs[4:7], inputs[7:])[0]
     np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_folder_gives_the_same_qdq_graph_either_way(default_tokenizer, tmp_path):
+    """The QNN path (saved graph + encodings → QDQ) computes bit for bit the same from a repeated export."""
+    from edge_llama.export.qdq import to_qdq
+    from edge_llama.quantization.encodings import Encodings
+
+    reference = tiny_llama(vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=LAYERS)
+    model = edge_from(reference, context_length=CL, ar_lengths=[AR, 1])
+    quantized = model.quantize("w4a16", tokenizer=default_tokenizer, num_samples=1, sequence_length=16, progress=False)
+    folders = [tmp_path / "repeated", tmp_path / "traced"]
+    quantized.save_pretrained(folders[0])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layer_repeat, "MIN_LAYERS", 10**6)
+        quantized.save_pretrained(folders[1])
+    assert (folders[0] / "model.encodings").read_bytes() == (folders[1] / "model.encodings").read_bytes()
+    inputs = filled_inputs(model, AR)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graph as written (see test_qdq)
+    logits = []
+    for folder in folders:
+        qdq = to_qdq(folder / f"model_ar{AR}_cl{CL}.onnx", Encodings.read(folder / "model.encodings"), folder / "qdq.onnx")
+        session = ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
+        feeds = {value.name: tensor.numpy() for value, tensor in zip(session.get_inputs(), inputs)}
+        logits.append(session.run(["logits"], feeds)[0])
+    assert np.array_equal(*logits)
