@@ -130,3 +130,36 @@ def test_labels_give_the_causal_lm_loss(models):
         expected = reference(input_ids, labels=input_ids).loss
         actual = edge(input_ids, labels=input_ids).loss
     assert torch.allclose(actual, expected, rtol=1e-5)
+
+
+def test_host_runs_the_filled_window_and_matches_the_static_shapes(models):
+    """The default host backend drops the empty cache slots; the static-shape run (what the device
+    and calibration see) gives the same logits, and the trimmed calls really are shorter."""
+    from edge_llama.generation import EdgeRunner, TorchGraphBackend
+
+    _, edge = models
+    torch.manual_seed(3)
+    prompt, follow_up = torch.randint(3, 160, (20,)), torch.randint(3, 160, (5,))
+    results, widths = [], []
+    for full_window in (False, True):
+        backend = TorchGraphBackend(edge, full_window=full_window)
+        seen = []
+        original = edge.graph_forward
+
+        def recording(*args, _original=original, _seen=seen):
+            _seen.append(args[1].shape[-1])  # the mask's width: past slots + AR
+            return _original(*args)
+
+        edge.graph_forward = recording
+        try:
+            runner = EdgeRunner(backend)
+            window = runner.new_window()
+            results.append(torch.cat([runner.process(prompt, window), runner.process(follow_up, window)]))
+        finally:
+            del edge.graph_forward
+        widths.append(seen)
+    trimmed, static = results
+    assert ((trimmed - static).abs().max() / static.abs().max()).item() <= 1e-5
+    assert torch.equal(trimmed.argmax(-1), static.argmax(-1))
+    cl = edge.config.context_length
+    assert all(width == cl for width in widths[1]) and max(widths[0]) < cl

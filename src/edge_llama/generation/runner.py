@@ -148,4 +148,5 @@ class EdgeRunner:
             position_sin=sin.to(device),
             past_keys=past_keys,
             past_values=past_values,
+            valid_past=window.num_valid,
         )

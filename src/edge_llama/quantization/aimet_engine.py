@@ -113,7 +113,9 @@ class AimetEngine:
             _search_weight_ranges(model, int(recipe.option("weight_range_candidates", 20)))
 
         def forward_pass(graph_module, sequences):
-            runner = graph_module.model.runner
+            from ..generation import EdgeRunner, TorchGraphBackend
+
+            runner = EdgeRunner(TorchGraphBackend(graph_module.model, full_window=True))  # the device's static shapes
             for tokens in tqdm(sequences, desc="calibration", unit="seq", disable=not progress):
                 runner.process(tokens.view(-1), runner.new_window())
 
@@ -195,7 +197,7 @@ def _record_calls(model, batches) -> list[tuple]:
             calls.append((ids.clone(), mask.clone(), cos.clone(), sin.clone(), [k.clone() for k in keys], [v.clone() for v in values]))
             return super().__call__(call)
 
-    runner = EdgeRunner(Recording(model))
+    runner = EdgeRunner(Recording(model, full_window=True))
     for tokens in batches:
         runner.process(tokens.view(-1), runner.new_window())
     return calls

@@ -74,7 +74,7 @@ class LayerwiseReport:
 
 def _plan(model, batches: list[torch.Tensor], device: torch.device) -> list[_Group]:
     """Groups the calibration sequences by length; each group's chunks carry the runner's inputs."""
-    runner = EdgeRunner(TorchGraphBackend(model))
+    runner = EdgeRunner(TorchGraphBackend(model, full_window=True))
     by_length: dict[int, list[torch.Tensor]] = {}
     for tokens in batches:
         flat = tokens.reshape(-1)
