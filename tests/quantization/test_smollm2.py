@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from edge_llama import EdgeLlamaForCausalLM
+from edge_llama.data import load_corpus
 from edge_llama.generation.chat import encode_prompt
 
 pytestmark = pytest.mark.slow
@@ -14,6 +15,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smollm2(default_model_path):
     return EdgeLlamaForCausalLM.from_pretrained(default_model_path, context_length=256)
+
+
+@pytest.fixture(scope="module")
+def w4a16(smollm2):
+    """Quantized once (about 80 s here) for the recipe test and the QNN test."""
+    return smollm2.quantize("w4a16", num_samples=1, sequence_length=128)
 
 
 def probe(model, tokenizer):
@@ -39,8 +46,8 @@ def answer(model, tokenizer, max_new_tokens=8) -> str:
         ("w4-awq", dict(num_samples=2, sequence_length=256, awq_grid=5, progress=False), True),
     ],
 )
-def test_recipe_on_smollm2(recipe, options, round_trip, smollm2, default_tokenizer, tmp_path):
-    quantized = smollm2.quantize(recipe, **options)
+def test_recipe_on_smollm2(recipe, options, round_trip, smollm2, w4a16, default_tokenizer, tmp_path):
+    quantized = w4a16 if recipe == "w4a16" else smollm2.quantize(recipe, **options)
     text = answer(quantized, default_tokenizer)
     words = text.split()
     assert words and text.strip()[0].isupper() and len(set(words)) > len(words) // 2, text  # a sentence, not a loop
@@ -53,15 +60,22 @@ def test_recipe_on_smollm2(recipe, options, round_trip, smollm2, default_tokeniz
 
 
 
-@pytest.mark.timeout(2400)  # quantize + compile ≈ 7 min, then AR-128 calls at ≈ 0.5 GMAC/s on the simulator
-def test_w4a16_qnn_bundle_answers_on_the_htp_simulator(smollm2, default_tokenizer, tmp_path):
+# Compiling part 2 (30 layers) takes about 3 min for AR 128 and 5 min for AR 1 here; one AR-128 call
+# on the simulator about 75 s. Genie's weight-shared binaries would compile both again and do not
+# load on the x86 simulator, so this test leaves them out (the tiny-model tests cover them).
+@pytest.mark.timeout(2400)
+def test_w4a16_qnn_bundle_answers_on_the_htp_simulator(w4a16, default_tokenizer, tmp_path):
     """The whole QNN flow on the real model: the context binaries on the HTP simulator answer like the
     host simulation (before the RMSNorm fix they produced garbage: fp16 overflow of massive activations)."""
-    quantized = smollm2.quantize("w4a16", num_samples=1, sequence_length=128)
-    quantized.export("qnn", tmp_path / "bundle", device="Snapdragon 8 Gen 3")
+    w4a16.export("qnn", tmp_path / "bundle", device="Snapdragon 8 Gen 3", weight_sharing=False)
     on_simulator = EdgeLlamaForCausalLM.from_pretrained(tmp_path / "bundle")
     text = answer(on_simulator, default_tokenizer)
     assert "Paris" in text, text
-    expected, actual = probe(quantized, default_tokenizer), probe(on_simulator, default_tokenizer)
-    # 7 of 10 measured: w4a16 at one calibration sample leaves near-ties between the top tokens.
-    assert (actual.argmax(-1) == expected.argmax(-1)).float().mean().item() >= 0.6
+    held_apart = load_corpus(None, "evaluation").joined("\n\n")
+    ids = default_tokenizer(held_apart, return_tensors="pt", add_special_tokens=False).input_ids[:, :128]  # one AR-128 call
+    with torch.no_grad():
+        expected, actual = w4a16(ids).logits, on_simulator(ids).logits
+    agreement = (actual.argmax(-1) == expected.argmax(-1)).float().mean().item()
+    print(f"HTP simulator vs host simulation: top-1 agreement {agreement:.3f} over {ids.shape[1]} positions")
+    # 0.797 measured (2026-12-03; w4a16 at one calibration sample leaves near-ties); issue 5 asks 0.99.
+    assert agreement >= 0.7
