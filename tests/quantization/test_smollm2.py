@@ -35,7 +35,7 @@ def answer(model, tokenizer, max_new_tokens=8) -> str:
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-# Saving exports both ONNX graphs (about a minute here with the repeated layers), so the round trip runs once per engine:
+# Saving exports both ONNX graphs (about 35 s here with the repeated layers), so the round trip runs once per engine:
 # w8a16 is saved and loaded by the same AIMET code as w4a16.
 @pytest.mark.parametrize(
     "recipe, options, round_trip",
