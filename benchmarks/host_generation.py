@@ -58,7 +58,6 @@ def main() -> None:
                 path, context_length=args.context_length, use_split_head_attention=s, use_conv_projections=c
             )
 
-
     def static_window():  # every call over all CL slots, the empty ones masked: the device's shapes
         model = EdgeLlamaForCausalLM.from_pretrained(path, context_length=args.context_length)
         model._runner = EdgeRunner(TorchGraphBackend(model, full_window=True))

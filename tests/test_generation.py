@@ -132,7 +132,7 @@ def test_labels_give_the_causal_lm_loss(models):
     assert torch.allclose(actual, expected, rtol=1e-5)
 
 
-def test_host_runs_the_filled_window_and_matches_the_static_shapes(models):
+def test_host_runs_the_filled_window_and_matches_the_static_shapes(models, monkeypatch):
     """The default host backend drops the empty cache slots; the static-shape run (what the device
     and calibration see) gives the same logits, and the trimmed calls really are shorter."""
     from edge_llama.generation import EdgeRunner, TorchGraphBackend
@@ -140,24 +140,19 @@ def test_host_runs_the_filled_window_and_matches_the_static_shapes(models):
     _, edge = models
     torch.manual_seed(3)
     prompt, follow_up = torch.randint(3, 160, (20,)), torch.randint(3, 160, (5,))
-    results, widths = [], []
+    original, widths = edge.graph_forward, []
+
+    def recording(*args):
+        widths[-1].append(args[1].shape[-1])  # the mask's width: past slots + AR
+        return original(*args)
+
+    monkeypatch.setattr(edge, "graph_forward", recording)
+    results = []
     for full_window in (False, True):
-        backend = TorchGraphBackend(edge, full_window=full_window)
-        seen = []
-        original = edge.graph_forward
-
-        def recording(*args, _original=original, _seen=seen):
-            _seen.append(args[1].shape[-1])  # the mask's width: past slots + AR
-            return _original(*args)
-
-        edge.graph_forward = recording
-        try:
-            runner = EdgeRunner(backend)
-            window = runner.new_window()
-            results.append(torch.cat([runner.process(prompt, window), runner.process(follow_up, window)]))
-        finally:
-            del edge.graph_forward
-        widths.append(seen)
+        widths.append([])
+        runner = EdgeRunner(TorchGraphBackend(edge, full_window=full_window))
+        window = runner.new_window()
+        results.append(torch.cat([runner.process(prompt, window), runner.process(follow_up, window)]))
     trimmed, static = results
     assert ((trimmed - static).abs().max() / static.abs().max()).item() <= 1e-5
     assert torch.equal(trimmed.argmax(-1), static.argmax(-1))

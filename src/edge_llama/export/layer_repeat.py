@@ -112,7 +112,7 @@ def repeat_layers(onnx_model: ir.Model, short: ShortTrace, model: torch.nn.Modul
     weights_of = _layer_weights(model, prefix)
     hidden_in, hidden_out = _chain_values(graph, template, members, first, prefix)
 
-    by_name = {value.name: value for value in (*graph.inputs, *graph.outputs)}
+    outputs_by_name = {value.name: value for value in graph.outputs}
     previous_out = hidden_out
     clones: list[ir.Node] = []
     new_inputs: dict[str, ir.Value] = {}
@@ -120,14 +120,14 @@ def repeat_layers(onnx_model: ir.Model, short: ShortTrace, model: torch.nn.Modul
     for layer in short.layers[2:]:
         mapping: dict[int, ir.Value] = {id(hidden_in): previous_out}
         for node in template:
-            inputs = [None if value is None else _layer_input(value, mapping, members, layer, template_layer, weights_of,
-                                                              graph, new_inputs, prefix) for value in node.inputs]
+            inputs = [None if value is None else _layer_input(value, mapping, layer, template_layer, weights_of, graph,
+                                                              new_inputs, prefix) for value in node.inputs]
             clone = _clone_node(node, inputs, template_layer, layer)
             for old, new in zip(node.outputs, clone.outputs):
                 mapping[id(old)] = new
             clones.append(clone)
         for name in (f"past_key_{template_layer}_out", f"past_value_{template_layer}_out"):
-            new_outputs[_rename_layer_io(name, layer)] = mapping[id(by_name[name])]
+            new_outputs[_rename_layer_io(name, layer)] = mapping[id(outputs_by_name[name])]
         previous_out = mapping[id(hidden_out)]
     graph.insert_after(template[-1], clones)
     cloned = {id(node) for node in clones}
@@ -149,7 +149,13 @@ def repeat_layers(onnx_model: ir.Model, short: ShortTrace, model: torch.nn.Modul
 
 
 def _keep_kv(names: list[str], layers: range) -> list[str]:
-    return [name for name in names if not (_KV_IO.match(name) and int(_KV_IO.match(name).group(2)) not in layers)]
+    """`names` without the KV inputs/outputs of layers outside `layers`."""
+    kept = []
+    for name in names:
+        match = _KV_IO.match(name)
+        if match is None or int(match.group(2)) in layers:
+            kept.append(name)
+    return kept
 
 
 def _same_structure(layers: torch.nn.ModuleList, indices: range) -> bool:
@@ -196,7 +202,8 @@ def _chain_values(graph: ir.Graph, template: list[ir.Node], members: set[int], f
     return hidden_in, outputs[0]
 
 
-def _layer_input(value, mapping, members, layer, template_layer, weights_of, graph, new_inputs, prefix) -> ir.Value:
+def _layer_input(value, mapping, layer, template_layer, weights_of, graph, new_inputs, prefix) -> ir.Value:
+    """What the clone for `layer` reads where the template reads `value` (new KV inputs and weights are made once)."""
     import onnx_ir as ir
 
     if id(value) in mapping:
