@@ -18,7 +18,7 @@ def command_line(args: argparse.Namespace) -> str:
     options = " ".join(
         f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
         for key, value in vars(args).items()
-        if key != "output"
+        if key != "output" and value is not None
     )
     return f"{Path(sys.argv[0]).as_posix()} {options}"
 
