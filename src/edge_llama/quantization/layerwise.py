@@ -20,11 +20,17 @@ sees the same tensors and min/max statistics do not depend on the order they are
 
 Progress is written after every layer (`LayerProgress`): rerunning with the same `progress_dir`
 continues after the last finished layer and ends with the same encodings.
+
+With several GPUs visible and `device="cuda"`, accelerate's balanced device map (what transformers'
+`device_map="balanced"` computes) says which GPU executes each block: embedding, every decoder layer,
+final norm + lm_head (`plan_block_devices`). Layers still run one after another, so this spreads
+memory, not time. With one GPU, or a device with an index (`"cuda:1"`), everything runs there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +72,8 @@ class LayerwiseReport:
 
     seconds: dict[str, float] = field(default_factory=dict)
     resumed_from_layer: int = 0
-    peak_device_bytes: int | None = None
+    peak_device_bytes: int | None = None  # the largest of the execution devices' peaks
+    layer_devices: list[str] = field(default_factory=list)  # where each decoder layer ran
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
@@ -117,6 +124,53 @@ def _batches_of(group: _Group, batch_size: int):
         yield slice(start, min(start + batch_size, total))
 
 
+def execution_devices(device: torch.device | str | None, home: torch.device) -> list[torch.device]:
+    """The devices blocks may run on: every visible GPU for a bare `"cuda"`, else just `device`."""
+    device = torch.device(device) if device is not None else home
+    if device.type == "cuda" and device.index is None:
+        return [torch.device("cuda", index) for index in range(max(1, torch.cuda.device_count()))]
+    return [device]
+
+
+def plan_block_devices(model, max_memory: dict[int | str, int]) -> dict[str, int | str]:
+    """Which of `max_memory`'s devices (accelerate's keys: GPU indices, `"cpu"`) executes each block.
+
+    Block names are module names: `model.embed_tokens`, `model.layers.<i>`, `model.norm`, `lm_head`.
+    The split is accelerate's balanced one (`get_balanced_memory`, then `infer_auto_device_map`), with
+    a decoder layer never split across devices. Only one block is resident at a time here, so
+    `max_memory` describes how to balance, not what must fit.
+    """
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    no_split = list(getattr(model, "_no_split_modules", None) or []) or ["EdgeLlamaDecoderLayer"]
+    if len(max_memory) > 1:
+        max_memory = get_balanced_memory(model, max_memory=dict(max_memory), no_split_module_classes=no_split)
+    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split)
+    plan = {}
+    for block in _blocks(model):
+        owner = max((name for name in device_map if name == "" or block == name or block.startswith(name + ".")), key=len, default=None)
+        if owner is None:
+            raise EdgeLlamaError(f"accelerate's device map {device_map} places no module holding {block}")
+        plan[block] = device_map[owner]
+    return plan
+
+
+def _blocks(model) -> list[str]:
+    return ["model.embed_tokens", *(f"model.layers.{i}" for i in range(len(model.model.layers))), "model.norm", "lm_head"]
+
+
+def _block_devices(model, devices: list[torch.device]) -> dict[str, torch.device]:
+    if len(devices) == 1:
+        return {block: devices[0] for block in _blocks(model)}
+    # The whole model's size split evenly (one block at a time is resident: capacities do not matter).
+    size = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+    plan = plan_block_devices(model, {index: size for index in range(len(devices))})
+    if any(key not in range(len(devices)) for key in plan.values()):
+        raise EdgeLlamaError(f"accelerate placed blocks outside {[str(d) for d in devices]}: {sorted(set(map(str, plan.values())))}")
+    return {block: devices[key] for block, key in plan.items()}
+
+
 class LayerwiseCalibrator:
     """Drives one aimet simulation (built over `model`) layer by layer; see the module docstring.
 
@@ -130,7 +184,9 @@ class LayerwiseCalibrator:
         self.model = model
         self.config = model.config
         self.home = model.model.embed_tokens.weight.device
-        self.device = torch.device(device) if device is not None else self.home
+        self.devices = execution_devices(device, self.home)
+        self.block_devices = _block_devices(model, self.devices)
+        self.device = self.block_devices["model.embed_tokens"]  # where the block being processed runs
         self.batch_size = max(1, int(batch_size))
         self.use_seq_mse = use_seq_mse
         self.candidates = seq_mse_candidates
@@ -159,6 +215,7 @@ class LayerwiseCalibrator:
             self.activations = activations
         for index in range(start, len(layers)):
             layer = layers[index]
+            self._move_to(self.block_devices[f"model.layers.{index}"])
             with self._on_device(layer):
                 if self.use_seq_mse:
                     with self._timed("seq_mse"):
@@ -172,10 +229,12 @@ class LayerwiseCalibrator:
                 self.on_layer_done(index)
             if self.show_progress:
                 print(f"layer {index + 1}/{len(layers)} done ({self._seconds_so_far():.1f} s)", flush=True)
+        self._move_to(self.block_devices["lm_head"])
         with self._timed("head"):
             self._head()
-        if self.device.type == "cuda":
-            self.report.peak_device_bytes = torch.cuda.max_memory_allocated(self.device)
+        self.report.layer_devices = [str(self.block_devices[f"model.layers.{i}"]) for i in range(len(layers))]
+        peaks = [torch.cuda.max_memory_allocated(d) for d in self.devices if d.type == "cuda"]
+        self.report.peak_device_bytes = max(peaks) if peaks else None
         return self.report
 
     # -- phases ----------------------------------------------------------------------------------
@@ -334,18 +393,23 @@ class LayerwiseCalibrator:
                 yield from chunk
 
     # -- helpers -----------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _on_device(self, module: nn.Module):
-        if self.device == self.home:
-            yield
+    def _move_to(self, device: torch.device) -> None:
+        """Makes `device` the execution device: the streams and the chunks' inputs follow (once per switch)."""
+        if device == self.device:
             return
         with self._timed("transfer"):
-            module.to(self.device)
-        try:
+            for chunk in (c for g in self.groups for c in g.chunks):
+                chunk.mask, chunk.cos, chunk.sin = (t.to(device) for t in (chunk.mask, chunk.cos, chunk.sin))
+            self.activations = {
+                name: [[[t.to(device) for t in chunk] for chunk in group] for group in stream]
+                for name, stream in self.activations.items()
+            }
+            self.device = device
+
+    @contextlib.contextmanager
+    def _on_device(self, module: nn.Module):
+        with executing_on(module, self.device, self.home, lambda: self._timed("transfer")):
             yield
-        finally:
-            with self._timed("transfer"):
-                module.to(self.home)
 
     @contextlib.contextmanager
     def _timed(self, phase: str):
@@ -361,6 +425,36 @@ class LayerwiseCalibrator:
 
     def _seconds_so_far(self) -> float:
         return sum(v for k, v in self.report.seconds.items())
+
+
+@contextlib.contextmanager
+def executing_on(module: nn.Module, device: torch.device, home: torch.device, timed=contextlib.nullcontext):
+    """`module` on `device` inside; back `home` after, where parameters that nothing wrote into on `device`
+    get their own home tensors back instead of a copy (no second host copy of a weight another model
+    shares, and no device-to-host copy of weights that did not change). Writes are seen through the
+    parameters' version counters, so through the parameter or its views, not through `.data`.
+    `timed()` wraps the moves."""
+    if device == home:
+        yield
+        return
+    with timed():
+        homes = {name: (param, param.detach()) for name, param in module.named_parameters()}
+        module.to(device)
+        versions = {name: param._version for name, param in module.named_parameters()}  # in-place writes bump these
+    try:
+        yield
+    finally:
+        with timed():
+            for name, param in list(module.named_parameters()):
+                original, home_tensor = homes[name]
+                if param._version != versions[name] or param.device != device:
+                    continue
+                if param is original:  # moved by swapping its data
+                    param.data = home_tensor
+                else:  # moved into a new Parameter: the original still holds the home tensor
+                    owner, _, leaf = name.rpartition(".")
+                    setattr(module.get_submodule(owner), leaf, original)
+            module.to(home)  # what changed (quantizer ranges) and buffers
 
 
 def check_layerwise_options(recipe, rounding: str, use_seq_mse: bool) -> None:
