@@ -447,6 +447,10 @@ class EdgeLlamaForCausalLM(EdgeLlamaPreTrainedModel, LlamaForCausalLM):
             use_seq_mse: choose weight encodings by Sequential MSE (QNN recipes).
             tokenizer: defaults to the checkpoint's.
 
+        This model is left unchanged and usable. Where the engine declares that it never writes into
+        weights, the quantized copy shares this model's weight storage (no second copy in memory), so
+        writing into these weights in place afterwards changes the quantized model's too.
+
         Example:
 
         ```python

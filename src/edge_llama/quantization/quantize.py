@@ -64,14 +64,21 @@ def quantize_model(
     tokenizer=None,
     **options,
 ) -> EdgeLlamaForCausalLM:
-    """See `EdgeLlamaForCausalLM.quantize`."""
+    """See `EdgeLlamaForCausalLM.quantize`.
+
+    The quantized model shares `model`'s weight storage unless the engine rewrites weights in place
+    (its `writes_weights`; an engine that does not say is assumed to), so quantizing needs no second
+    copy of the weights. `model` itself is never changed and stays usable; a later in-place change of
+    its weights (say, fine-tuning it) shows through in the quantized model too: quantize a
+    `copy.deepcopy(model)` if you mean to do that.
+    """
     recipe = load_recipe(recipe)
     if model.quantization is not None:
         raise EdgeLlamaError(
             f"this model is already quantized ({model.quantization.recipe.name}); quantize the float model instead."
         )
     engine = get_engine(recipe.engine)
-    quantized = copy_with_layout(model, recipe)
+    quantized = copy_with_layout(model, recipe, share_weights=not _writes_weights(engine, recipe, options))
     batches: list[torch.Tensor] = []
     calibration_info: dict = {}
     if engine.needs_calibration:
@@ -100,8 +107,14 @@ def quantize_model(
     return quantized.eval()
 
 
-def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe) -> EdgeLlamaForCausalLM:
-    """A private copy of `model` in the recipe's layout; lm_head is untied if only it is quantized."""
+def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe, share_weights: bool = False) -> EdgeLlamaForCausalLM:
+    """A copy of `model` in the recipe's layout; lm_head is untied if only it is quantized.
+
+    With `share_weights` the copy's weights are views of `model`'s (a layout change is a reshape or
+    a split into heads, both views; merging heads makes new tensors): no second copy in memory, for an
+    engine that never writes into weights. Without it every weight is cloned. An lm_head untied here
+    is cloned either way (the folder stores it as a tensor of its own).
+    """
     config = copy.deepcopy(model.config)
     for switch, value in recipe.layout.items():
         setattr(config, switch, value)
@@ -109,9 +122,15 @@ def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe) -> EdgeLlamaFo
         config.tie_word_embeddings = False  # lm_head gets its own grid; the embedding keeps its own
     with torch.device("meta"):
         copied = type(model)(config)
-    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    if "lm_head.weight" not in state:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    if share_weights and _same_layout(model.config, config):  # edge names: no round trip through HF names
+        state = {name: tensor.detach() for name, tensor in model.named_parameters(remove_duplicate=False)}
+    else:  # HF names: splitting into heads on load makes views; merging heads (`cat`) makes new tensors
+        state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    if not share_weights:
+        state = {name: tensor.clone() for name, tensor in state.items()}
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    if "lm_head.weight" not in state or (share_weights and tied and not config.tie_word_embeddings):
+        state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()  # untied: a table of its own
     copied.load_state_dict(state, strict=True, assign=True)
     if config.tie_word_embeddings:
         copied.lm_head.weight = copied.model.embed_tokens.weight
@@ -119,6 +138,16 @@ def copy_with_layout(model: EdgeLlamaForCausalLM, recipe: Recipe) -> EdgeLlamaFo
     copied.name_or_path = model.name_or_path
     copied.base_model_id, copied.license = getattr(model, "base_model_id", None), getattr(model, "license", None)
     return copied
+
+
+def _same_layout(source, target) -> bool:
+    return all(getattr(source, switch) == getattr(target, switch) for switch in ("use_split_head_attention", "use_conv_projections"))
+
+
+def _writes_weights(engine, recipe: Recipe, options: dict) -> bool:
+    """Whether `engine` rewrites weights in place on this recipe; an engine that does not say is assumed to."""
+    writes = getattr(engine, "writes_weights", True)
+    return bool(writes(recipe, options) if callable(writes) else writes)
 
 
 def copy_plain(model: EdgeLlamaForCausalLM, replacements: dict[str, torch.Tensor]) -> EdgeLlamaForCausalLM:

@@ -45,6 +45,7 @@ def _target_dtype(bits: int) -> torch.dtype:
 
 class TorchaoEngine:
     needs_calibration = False  # weights round to nearest; activations are quantized on the fly
+    writes_weights = False  # quantize_ puts new tensors in place of the float weights, which it only reads
 
     def quantize(self, model, recipe, batches, **options) -> None:
         for name, module in list(model.named_modules()):
