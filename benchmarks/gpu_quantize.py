@@ -13,14 +13,16 @@ layer and its calibration activations on the GPU at a time.
 
 Phases: build (random model), build_sim (aimet's simulation, from a one-layer template), embedding,
 seq_mse, calibration, head (final norm + lm_head), transfer (host ↔ GPU), encodings (collect and write
-`model.encodings`), save (`model.data`, streamed tensor by tensor). `--export-graphs` also writes the
-two ONNX graphs (the whole `save_pretrained`). Host RSS is sampled every 20 ms; the peak during the save
-is compared with the float weights' size.
+`model.encodings`), save (`model.data`, streamed tensor by tensor). `--export-graphs` runs the whole
+`save_pretrained` instead (both ONNX graphs, `model.data`, `model.encodings`, checksums), with each of
+its steps (trace, optimize, model.data, graph files, checksums) timed. Host RSS is sampled every 20 ms;
+the peak during the save is compared with the float weights' size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -42,12 +44,13 @@ ARCHITECTURES = ROOT / "configs" / "architectures"
 
 
 class RssSampler:
-    """Peak resident set size of this process, overall and per named phase (sampled in a thread)."""
+    """Peak resident set size of this process: overall, and over any number of open (nested) windows."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
         self.peak = 0
-        self.phase_peak = 0
+        self._windows: list[dict] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -60,15 +63,57 @@ class RssSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             value = self.rss()
-            self.peak, self.phase_peak = max(self.peak, value), max(self.phase_peak, value)
+            self.peak = max(self.peak, value)
+            with self._lock:
+                for window in self._windows:
+                    window["peak"] = max(window["peak"], value)
             time.sleep(self.interval)
 
-    def start_phase(self) -> None:
-        self.phase_peak = self.rss()
+    @contextlib.contextmanager
+    def window(self):
+        """Yields {"start", "peak", "end"} RSS bytes of the code inside (peak sampled, start/end read)."""
+        record = {"start": self.rss()}
+        record["peak"] = record["start"]
+        with self._lock:
+            self._windows.append(record)
+        try:
+            yield record
+        finally:
+            record["end"] = self.rss()
+            with self._lock:
+                self._windows.remove(record)
+            record["peak"] = max(record["peak"], record["end"])
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextlib.contextmanager
+def probes(sampler: RssSampler, targets: dict[str, tuple[object, str]]):
+    """Times and RSS-samples every call of `targets` (label → (owner, attribute)) while inside.
+
+    Yields {label: [{"s", "rss_start", "rss_peak"}, …]}, one entry per call.
+    """
+    calls: dict[str, list[dict]] = {label: [] for label in targets}
+    saved = []
+    for label, (owner, attribute) in targets.items():
+        original = getattr(owner, attribute)
+
+        def wrapped(*args, _original=original, _label=label, **kwargs):
+            started = time.perf_counter()
+            with sampler.window() as rss:
+                result = _original(*args, **kwargs)
+            calls[_label].append({"s": time.perf_counter() - started, "rss_start": rss["start"], "rss_peak": rss["peak"]})
+            return result
+
+        saved.append((owner, attribute, original))
+        setattr(owner, attribute, wrapped)
+    try:
+        yield calls
+    finally:
+        for owner, attribute, original in reversed(saved):
+            setattr(owner, attribute, original)
 
 
 def build_model(name: str, device: torch.device, context_length: int, layers: int | None) -> EdgeLlamaForCausalLM:
@@ -117,18 +162,20 @@ def run_once(args, use_seq_mse: bool, sampler: RssSampler) -> dict:
     device = torch.device(args.device)
     phases: dict[str, float] = {}
     rss: dict[str, int] = {}
+    rss_start: dict[str, int] = {}
 
     def timed(phase: str, action):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        sampler.start_phase()
         started = time.perf_counter()
-        result = action()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        with sampler.window() as window:
+            result = action()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
         phases[phase] = time.perf_counter() - started
-        rss[phase] = sampler.phase_peak
-        print(f"  {phase}: {phases[phase]:.1f} s, peak RSS {sampler.phase_peak / 2**30:.2f} GiB", flush=True)
+        rss[phase], rss_start[phase] = window["peak"], window["start"]
+        print(f"  {phase}: {phases[phase]:.1f} s, peak RSS {window['peak'] / 2**30:.2f} GiB "
+              f"(from {window['start'] / 2**30:.2f})", flush=True)
         return result
 
     if device.type == "cuda":
@@ -145,38 +192,67 @@ def run_once(args, use_seq_mse: bool, sampler: RssSampler) -> dict:
         options["progress_dir"] = Path(args.progress_dir) / f"{args.model}-seqmse{int(use_seq_mse)}"
     timed("quantize", lambda: engine.quantize(model, recipe, batches, use_seq_mse=use_seq_mse, **options))
     report = model.quantization.layerwise_report
+    del batches
+    result = {"seq_mse": use_seq_mse}
     with tempfile.TemporaryDirectory(dir=args.save_dir) as folder:
         folder = Path(folder)
-        encodings = timed("encodings", lambda: engine.encodings(model))
-        timed("encodings_write", lambda: encodings.write(folder / "model.encodings"))
-        plain = engine.float_model(model)
-        canonical, _ = canonical_parameters(plain)
-        baseline = sampler.rss()
-        timed("save", lambda: write_model_data(folder / "model.data", canonical.items()))
-        data_bytes = (folder / "model.data").stat().st_size
         if args.export_graphs:
-            from edge_llama.export.onnx_graphs import export_onnx_graphs
-
-            graphs = folder / "graphs"
-            timed("export_graphs", lambda: export_onnx_graphs(plain, graphs, activation_names=encodings.activations))
-    result = {
-        "seq_mse": use_seq_mse,
+            result["export"] = export_graphs(model, folder / "saved", sampler, timed, float_bytes)
+            data_bytes = (folder / "saved" / "model.data").stat().st_size
+            encodings = engine.encodings(model)
+        else:
+            encodings = timed("encodings", lambda: engine.encodings(model))
+            timed("encodings_write", lambda: encodings.write(folder / "model.encodings"))
+            plain = engine.float_model(model)
+            canonical, _ = canonical_parameters(plain)
+            timed("save", lambda: write_model_data(folder / "model.data", canonical.items()))
+            data_bytes = (folder / "model.data").stat().st_size
+            result["save_peak_rss_over_float_weights"] = rss["save"] / float_bytes
+            del plain, canonical
+    result.update({
         "phases_s": phases,
         "quantize_phases_s": report.seconds,
+        "layer_devices": report.layer_devices,
         "total_s": sum(phases.values()),
         "peak_rss_bytes": rss,
-        "rss_before_save_bytes": baseline,
-        "save_peak_rss_over_float_weights": rss["save"] / float_bytes,
+        "phase_start_rss_bytes": rss_start,
         "float_weight_bytes": float_bytes,
         "model_data_bytes": data_bytes,
         "param_encodings": len(encodings.params),
         "activation_encodings": len(encodings.activations),
-    }
+    })
     if device.type == "cuda":
         result["peak_gpu_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         result["peak_gpu_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-    del model, plain, canonical
+    del model
     return result
+
+
+def export_graphs(model, folder: Path, sampler: RssSampler, timed, float_bytes: int) -> dict:
+    """`save_pretrained` of the quantized model (graphs + model.data + model.encodings), each step timed."""
+    import onnx_ir
+
+    from edge_llama.export import onnx_graphs
+    from edge_llama.serialization import quantized_folder
+
+    steps = {
+        "trace": (onnx_graphs, "trace_onnx"),  # dynamo over two layers, then the layer repeat
+        "optimize": (onnx_graphs, "_optimize"),
+        "model_data": (onnx_graphs, "write_model_data"),
+        "graph_files": (onnx_ir, "save"),
+        "checksums": (quantized_folder, "file_sha256"),
+    }
+    with probes(sampler, steps) as calls, sampler.window() as window:
+        timed("save_pretrained", lambda: model.save_pretrained(folder))
+    start, peak = window["start"], window["peak"]
+    return {
+        "steps": calls,
+        "graph_bytes": {p.name: p.stat().st_size for p in sorted(folder.glob("*.onnx"))},
+        "rss_before_bytes": start,
+        "peak_rss_bytes": peak,
+        "peak_rss_over_float_weights": peak / float_bytes,
+        "rss_growth_over_float_weights": (peak - start) / float_bytes,
+    }
 
 
 def main() -> None:
