@@ -447,7 +447,7 @@ def executing_on(module: nn.Module, device: torch.device, home: torch.device, ti
         with timed():
             for name, param in list(module.named_parameters()):
                 original, home_tensor = homes[name]
-                if param._version != versions[name] or param.device != device:
+                if param._version != versions[name] or param.device == home:
                     continue
                 if param is original:  # moved by swapping its data
                     param.data = home_tensor
