@@ -37,6 +37,7 @@ class Variant:
     group_size: int | None = None
     use_seq_mse: bool = False
     anchor: str = ""
+    residual_stream: str | None = None  # None: the recipe's own
 
 
 VARIANTS = {
@@ -48,6 +49,9 @@ VARIANTS = {
         Variant("w4a16+seqmse", "w4a16", use_seq_mse=True, anchor="AI Hub w4a16 + SeqMSE, Llama 3.2 3B: +17.6 %"),
         Variant("w4a16-lpbq", "w4a16-lpbq", anchor="AI Hub w4a16 + SeqMSE, Llama 3.2 3B: +17.6 %"),
         Variant("w8a16", "w8a16", anchor="goal: within 1 % of float"),
+        # The QNN recipes before their residual stream moved to fp16, for a side-by-side comparison.
+        Variant("w4a16-int16-residual", "w4a16", residual_stream="integer", anchor="w4a16 before the fp16 residual stream"),
+        Variant("w8a16-int16-residual", "w8a16", residual_stream="integer", anchor="w8a16 before the fp16 residual stream"),
         Variant("8da4w-g32", "8da4w", group_size=32, anchor="torchao 8da4w g32 on this model: ≈ +30 % (ANCHORS)"),
         Variant("8da4w-g128", "8da4w", group_size=128, anchor="ExecuTorch 8da4w g128, Llama 2 7B: +11 %"),
         Variant("w4-awq", "w4-awq", anchor="torchao int4 g128, Llama 3.2 3B: +12 %; llama.cpp Q4_K_M here: ≈ +6.3 %"),
@@ -97,6 +101,9 @@ def main() -> None:
                 recipe = dataclasses.replace(
                     recipe, name=variant.name, weights=dataclasses.replace(recipe.weights, group_size=variant.group_size)
                 )
+            if variant.residual_stream is not None:
+                activations = dataclasses.replace(recipe.activations, residual_stream=variant.residual_stream)
+                recipe = dataclasses.replace(recipe, name=variant.name, activations=activations)
             samples = args.seq_mse_samples if variant.use_seq_mse else args.calibration_samples
             candidate = model.quantize(
                 recipe, num_samples=samples, sequence_length=256 if variant.use_seq_mse else None,

@@ -83,10 +83,28 @@ def test_rms_norms_become_one_quantized_node(models, tmp_path):
     assert ops.count("RMSNormalization") == norms - 1
     assert ops.count("Pow") == 1 and ops.count("Sqrt") == 1
     producers = {output: node for node in graph.node for output in node.output}
+    consumers = {name: node for node in graph.node for name in node.input}
     for node in graph.node:
         if node.op_type == "RMSNormalization":
+            # The input: the residual stream's fp16 rounding (w4a16 keeps it in fp16), the output quantized.
             source = producers[node.input[0]]
-            assert source.op_type == "DequantizeLinear", source.op_type
+            while source.op_type == "Transpose":  # to channels last
+                source = producers[source.input[0]]
+            assert source.op_type == "Cast" and source.input[0].endswith("_fp16"), source.op_type
+            assert consumers[node.output[0]].op_type in ("QuantizeLinear", "Transpose")
+
+
+def test_the_residual_stream_is_rounded_to_fp16(models, tmp_path):
+    """w4a16's residual adds carry FLOAT 16 encodings: a Cast pair each in the QDQ graph, no 16-bit grid."""
+    float_model, _, folder = models
+    encodings = Encodings.read(folder / "model.encodings")
+    residuals = [name for name in encodings.activations if "_residual:" in name]
+    assert len(residuals) == 2 * float_model.config.num_hidden_layers
+    assert all(encodings.activations[name].is_float and encodings.activations[name].bw == 16 for name in residuals)
+    graph = onnx.load(str(to_qdq(folder / "model_ar1_cl64.onnx", encodings, tmp_path / "qdq.onnx"))).graph
+    halves = [node for node in graph.node if node.op_type == "Cast" and node.attribute[0].i == onnx.TensorProto.FLOAT16]
+    assert sorted(node.input[0] for node in halves) == sorted(residuals)
+    assert not any(node.op_type == "QuantizeLinear" and "_residual" in node.input[0] for node in graph.node)
 
 
 def test_weight_codes_follow_the_aimet_convention():

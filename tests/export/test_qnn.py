@@ -105,6 +105,18 @@ def test_float_models_are_refused(float_model, tmp_path):
     assert not (tmp_path / "bundle").exists()
 
 
+def test_an_fp16_residual_stream_needs_a_device_with_fp16(w4a16):
+    import dataclasses
+
+    from edge_llama.export.qnn import check_quantized
+    from edge_llama.presets import find_device
+
+    check_quantized(w4a16, find_device("Snapdragon 8 Gen 2"))
+    without_fp16 = dataclasses.replace(find_device("Snapdragon 8 Gen 2"), fp16=False)
+    with pytest.raises(QnnExportError, match="keeps the residual stream in fp16.*residual_stream: integer"):
+        check_quantized(w4a16, without_fp16)
+
+
 def test_a_part_over_the_graph_limit_asks_for_more_parts():
     import dataclasses
 

@@ -17,6 +17,7 @@ def sample() -> Encodings:
     encodings.params["lpbq.weight"] = TensorEncoding(
         "lpbq.weight", "LPBQ", 8, True, [0.5, 0.25], [-128, -128], block_size=64, compressed_bw=4, per_block_int_scale=[1, 16, 3, 7]
     )
+    encodings.activations["layers.0.mlp_residual:output0"] = TensorEncoding.floating("layers.0.mlp_residual:output0")
     return encodings
 
 
@@ -84,3 +85,22 @@ def test_check_params_names_missing_extra_and_wrong_channels():
         encodings.check_params({**expected, "blk.weight": (2, 96)})
     with pytest.raises(EncodingsError, match="blk.weight has 2 output channels but its encoding has 4 scales"):
         encodings.check_params({**expected, "blk.weight": (2, 64)})
+
+
+def test_float_entries_are_written_and_read_in_aimets_form():
+    entry = TensorEncoding.floating("x").to_json()
+    assert entry == {"name": "x", "enc_type": "PER_TENSOR", "dtype": "FLOAT", "bw": 16}  # what aimet-torch writes
+    assert TensorEncoding.from_json(entry, "e") == TensorEncoding.floating("x")
+    legacy = Encodings.from_json({"activation_encodings": {"x": [{"bitwidth": 16, "dtype": "float"}]}, "param_encodings": {}})
+    assert legacy.activations["x"].is_float and legacy.activations["x"].bw == 16
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"bw": 8}, "bw 16 \\(fp16\\) or 32, got 8"), ({"scale": [0.1]}, "has no scale or offset"),
+     ({"enc_type": "PER_CHANNEL"}, "a FLOAT encoding is PER_TENSOR"), ({"min": 0}, "unknown key")],
+)
+def test_bad_float_entries_are_named(change, message):
+    with pytest.raises(EncodingsError, match=message) as error:
+        TensorEncoding.from_json({**TensorEncoding.floating("x").to_json(), **change}, "model.encodings: activation_encodings[3]")
+    assert "activation_encodings[3] (x)" in str(error.value)

@@ -50,7 +50,7 @@ def encodings_json(model) -> dict:
 
 
 def quantizer_layout(model) -> list[tuple]:
-    return [(name, kind, type(q).__name__, q.bitwidth, q.symmetric, tuple(q.shape)) for name, kind, q in _named_quantizers(model)]
+    return [(name, kind, type(q).__name__, q.bitwidth, getattr(q, "symmetric", None), tuple(q.shape)) for name, kind, q in _named_quantizers(model)]
 
 
 @pytest.fixture(scope="module")

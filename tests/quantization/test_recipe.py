@@ -86,6 +86,7 @@ def test_unknown_recipe_lists_known_ones():
         ({"kv_cache": {"bits": 8, "symmetric": "yes"}}, "symmetric must be true or false"),
         ({"overrides": [{"weights": {"bits": 8}}]}, r"overrides\[0\].match"),
         ({"colour": "blue"}, r"unknown field\(s\) \['colour'\]"),
+        ({"activations": {"bits": 16, "residual_stream": "bf16"}}, "residual_stream must be one of integer, float16, got 'bf16'"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, change, message):
@@ -96,3 +97,11 @@ def test_invalid_fields_are_named(tmp_path, change, message):
     with pytest.raises(RecipeError, match=message) as error:
         load_recipe(path)
     assert "bad.yaml" in str(error.value)
+
+
+def test_qnn_recipes_keep_the_residual_stream_in_fp16():
+    for name in ("w4a16", "w4a16-lpbq", "w8a16"):
+        assert load_recipe(name).activations.residual_stream == "float16"
+    older = load_recipe("w4a16").to_dict()
+    del older["activations"]["residual_stream"]  # a checkpoint saved before the option existed
+    assert parse_recipe(older).activations.residual_stream == "integer"

@@ -64,7 +64,8 @@ def to_genie_io(qdq_path: str | os.PathLike, output_path: str | os.PathLike) -> 
     """Rewrites a QDQ graph so its I/O is what Genie feeds: integer tensors under Genie's names.
 
     Each graph input that only feeds a QuantizeLinear becomes that node's integer output; each graph
-    output made by a DequantizeLinear becomes that node's integer input; `input_ids` becomes int32.
+    output made by a DequantizeLinear becomes that node's integer input; a tensor with a FLOAT 16
+    encoding (a `Cast` pair) crosses as fp16; `input_ids` becomes int32.
     Returns each rewritten tensor's quantization (by its new name).
     """
     import onnx
@@ -95,6 +96,10 @@ def to_genie_io(qdq_path: str | os.PathLike, output_path: str | os.PathLike) -> 
             dropped.append(users[0])
             value.type.tensor_type.elem_type = dtype
             quantization[new_name] = TensorQuantization(_dtype_name(dtype), scale, -zero_point)
+        elif len(users) == 1 and _is_cast_to(users[0], onnx.TensorProto.FLOAT16):  # a FLOAT 16 encoding
+            renames[users[0].output[0]] = new_name
+            dropped.append(users[0])
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
         elif value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
             value.type.tensor_type.elem_type = onnx.TensorProto.INT32  # token ids: Genie writes int32
         if new_name != value.name:
@@ -109,6 +114,10 @@ def to_genie_io(qdq_path: str | os.PathLike, output_path: str | os.PathLike) -> 
             dropped.append(node)
             value.type.tensor_type.elem_type = dtype
             quantization[value.name] = TensorQuantization(_dtype_name(dtype), scale, -zero_point)
+        elif node is not None and _is_cast_to(node, onnx.TensorProto.FLOAT) and _is_cast_to(producers.get(node.input[0]), onnx.TensorProto.FLOAT16):
+            renames[node.input[0]] = value.name
+            dropped.append(node)
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
     kept = [node for node in graph.node if all(node is not d for d in dropped)]
     for node in kept:
         for i, name in enumerate(node.input):
@@ -119,6 +128,10 @@ def to_genie_io(qdq_path: str | os.PathLike, output_path: str | os.PathLike) -> 
     graph.node.extend(kept)
     onnx.save(model, str(output_path))
     return quantization
+
+
+def _is_cast_to(node, data_type: int) -> bool:
+    return node is not None and node.op_type == "Cast" and any(a.name == "to" and a.i == data_type for a in node.attribute)
 
 
 def _dtype_name(data_type: int) -> str:

@@ -128,8 +128,8 @@ def _quantize_weights(graph, encodings: Encodings) -> None:
 
     for name, encoding in encodings.params.items():
         value = graph.initializers.get(name)
-        if value is None:
-            continue  # a weight of another part
+        if value is None or encoding.is_float:
+            continue  # a weight of another part, or one kept in float
         weight = value.const_value.numpy()
         codes, scale, zero, data_type = quantize_weight(weight, encoding)
         integer = ir.Value(name=f"{name}_quantized", const_value=ir.tensor(codes, dtype=data_type, name=f"{name}_quantized"))
@@ -154,27 +154,14 @@ def _quantize_weights(graph, encodings: Encodings) -> None:
 
 
 def _quantize_activations(graph, encodings: Encodings) -> None:
-    import onnx_ir as ir
-
     values = {value.name: value for node in graph for value in node.outputs}
     values.update({value.name: value for value in graph.inputs})
     outputs = {value.name for value in graph.outputs}
     for name, encoding in encodings.activations.items():
         value = values.get(name)
-        if value is None:
-            continue  # a value of another graph (another part)
-        data_type = _integer_type(encoding)
-        scale = ir.Value(name=f"{name}_scale", const_value=ir.tensor(np.float32(encoding.scale[0]), name=f"{name}_scale"))
-        zero = ir.Value(
-            name=f"{name}_zero_point",
-            const_value=ir.tensor(np.asarray(_zero_points(encoding)[0]).astype(_numpy_dtype(data_type)), dtype=data_type,
-                                  name=f"{name}_zero_point"),
-        )
-        graph.register_initializer(scale)
-        graph.register_initializer(zero)
-        quantize = ir.node("QuantizeLinear", [value, scale, zero], name=f"{name}_q")
-        quantize.outputs[0].name = f"{name}_quantized"
-        dequantize = ir.node("DequantizeLinear", [quantize.outputs[0], scale, zero], name=f"{name}_dq")
+        if value is None or (encoding.is_float and encoding.bw == 32):
+            continue  # a value of another graph (another part), or one left in float32
+        quantize, dequantize = _float16_pair(value) if encoding.is_float else _qdq_pair(graph, value, encoding)
         users = list(value.uses())
         if name in outputs:  # the graph output keeps its name, now after the QDQ pair
             value.name = f"{name}_float"
@@ -188,6 +175,33 @@ def _quantize_activations(graph, encodings: Encodings) -> None:
                 user.replace_input_with(position, dequantize.outputs[0])
         graph.append(quantize)
         graph.append(dequantize)
+
+
+def _qdq_pair(graph, value, encoding: TensorEncoding):
+    import onnx_ir as ir
+
+    name, data_type = value.name, _integer_type(encoding)
+    scale = ir.Value(name=f"{name}_scale", const_value=ir.tensor(np.float32(encoding.scale[0]), name=f"{name}_scale"))
+    zero = ir.Value(
+        name=f"{name}_zero_point",
+        const_value=ir.tensor(np.asarray(_zero_points(encoding)[0]).astype(_numpy_dtype(data_type)), dtype=data_type,
+                              name=f"{name}_zero_point"),
+    )
+    graph.register_initializer(scale)
+    graph.register_initializer(zero)
+    quantize = ir.node("QuantizeLinear", [value, scale, zero], name=f"{name}_q")
+    quantize.outputs[0].name = f"{name}_quantized"
+    return quantize, ir.node("DequantizeLinear", [quantize.outputs[0], scale, zero], name=f"{name}_dq")
+
+
+def _float16_pair(value):
+    """`Cast(fp16) → Cast(fp32)`: the rounding a FLOAT 16 encoding means. ORT's CPU EP computes it
+    exactly as the host simulation does; HTP runs the float ops around it in fp16 anyway."""
+    import onnx_ir as ir
+
+    to_half = ir.node("Cast", [value], {"to": ir.DataType.FLOAT16}, name=f"{value.name}_to_fp16")
+    to_half.outputs[0].name = f"{value.name}_fp16"
+    return to_half, ir.node("Cast", [to_half.outputs[0]], {"to": ir.DataType.FLOAT}, name=f"{value.name}_from_fp16")
 
 
 def _constant(value):
@@ -273,7 +287,8 @@ def _fuse_rms_norms(graph, encodings: Encodings) -> Encodings:
             to_last.outputs[0].name = f"{stem}:channels_last_input"
             nodes.append(to_last)
             normalized_input = to_last.outputs[0]
-            activations[normalized_input.name] = dataclasses.replace(source, name=normalized_input.name)
+            if not source.is_float:  # a transposed fp16 tensor needs no second rounding
+                activations[normalized_input.name] = dataclasses.replace(source, name=normalized_input.name)
         norm = ir.node("RMSNormalization", [normalized_input, weight], {"axis": -1, "epsilon": eps}, name=f"{stem}_rms_norm")
         nodes.append(norm)
         if axis != rank - 1:

@@ -176,6 +176,13 @@ def export_qnn(
 
 def check_quantized(model: EdgeLlamaForCausalLM, preset: DevicePreset) -> None:
     if model.quantization is not None and model.quantization.recipe.target == "qnn":
+        recipe = model.quantization.recipe
+        if recipe.activations.residual_stream == "float16" and not preset.fp16:
+            raise QnnExportError(
+                f"recipe {recipe.name} keeps the residual stream in fp16, which {preset.name} ({preset.htp_arch}) cannot run; "
+                "pick a device with fp16 HTP support (configs/devices), or quantize with a recipe whose "
+                "activations have residual_stream: integer."
+            )
         return
     found = "a float model" if model.quantization is None else f"recipe {model.quantization.recipe.name} (for {model.quantization.recipe.target})"
     fp16 = (

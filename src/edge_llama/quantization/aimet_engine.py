@@ -30,6 +30,7 @@ from aimet_torch.common.defs import QuantScheme
 from aimet_torch.nn import BaseQuantizationMixin, QuantizationMixin
 from aimet_torch.onnx_utils import map_torch_types_to_onnx
 from aimet_torch.quantization.affine import GroupedBlockQuantizeDequantize, QuantizeDequantize
+from aimet_torch.quantization.float import FloatQuantizeDequantize
 from aimet_torch.quantsim import QuantizationSimModel
 from tqdm.auto import tqdm
 
@@ -347,6 +348,7 @@ def _place_quantizers(sim, model, recipe) -> None:
     """Replaces aimet's default placement by the recipe's, deterministically (reload relies on it)."""
     act_bits, act_sym = recipe.activations.bits, recipe.activations.symmetric
     act = lambda: _activation(act_bits, act_sym)  # noqa: E731 - a fresh quantizer per call site
+    residual = act if recipe.activations.residual_stream == "integer" else lambda: FloatQuantizeDequantize(dtype=torch.float16)
     for module in model.modules():
         if isinstance(module, BaseQuantizationMixin):
             for slots in (module.input_quantizers, module.output_quantizers):
@@ -415,13 +417,13 @@ def _place_quantizers(sim, model, recipe) -> None:
             attention.pv_matmul[head].output_quantizers[0] = head_q  # tied to the concat of all heads
         attention.head_cat.output_quantizers[0] = head_q
         attention.o_proj.output_quantizers[0] = act()
-        layer.attn_residual.output_quantizers[0] = act()
+        layer.attn_residual.output_quantizers[0] = residual()
         for projection in (mlp.gate_proj, mlp.up_proj):
             projection.output_quantizers[0] = act()
         mlp.act_fn.output_quantizers[0] = act()
         mlp.gate_mul.output_quantizers[0] = act()
         mlp.down_proj.output_quantizers[0] = act()
-        layer.mlp_residual.output_quantizers[0] = act()
+        layer.mlp_residual.output_quantizers[0] = residual()
     model.model.norm.output_quantizers[0] = act()
     model.lm_head.output_quantizers[0] = act()
     model.__dict__["graph_io_quantizers"] = {
@@ -490,6 +492,8 @@ def _named_quantizers(model):
 
 
 def _to_encoding(name: str, quantizer) -> TensorEncoding:
+    if isinstance(quantizer, FloatQuantizeDequantize):
+        return TensorEncoding.floating(name, quantizer.bitwidth)
     with torch.no_grad():
         if isinstance(quantizer, GroupedBlockQuantizeDequantize) and any(g != 1 for g in quantizer.block_grouping):
             channel_scale = quantizer.get_per_channel_scale().flatten()
@@ -529,6 +533,13 @@ def _block_length(quantizer) -> int | None:
 
 
 def _load_encoding(quantizer, encoding: TensorEncoding) -> None:
+    is_float = isinstance(quantizer, FloatQuantizeDequantize)
+    if is_float or encoding.dtype == "FLOAT":
+        if not (is_float and encoding.dtype == "FLOAT" and encoding.bw == quantizer.bitwidth):
+            found = f"float{encoding.bw}" if encoding.dtype == "FLOAT" else f"{encoding.bw}-bit integer"
+            wanted = f"float{quantizer.bitwidth}" if is_float else f"{quantizer.bitwidth}-bit integer"
+            raise EncodingsError(f"model.encodings: {encoding.name} is {found}, the recipe makes it {wanted}")
+        return  # a float rounding has no parameters
     if encoding.enc_type == "LPBQ":
         if not isinstance(quantizer, GroupedBlockQuantizeDequantize) or quantizer.decompressed_bw != encoding.bw:
             raise EncodingsError(f"model.encodings: {encoding.name} is LPBQ but the recipe does not quantize it so")

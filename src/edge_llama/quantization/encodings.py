@@ -57,6 +57,15 @@ class TensorEncoding:
     compressed_bw: int | None = None
     per_block_int_scale: list[int] | None = None
 
+    @classmethod
+    def floating(cls, name: str, bw: int = 16) -> TensorEncoding:
+        """A tensor kept in floating point of `bw` bits (AIMET writes these with no scale or offset)."""
+        return cls(name, "PER_TENSOR", bw, False, [], [], dtype="FLOAT")
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype == "FLOAT"
+
     def check_fits(self, shape: tuple[int, ...], source: str = "model.encodings") -> None:
         """Checks the number of scales against a weight of `shape` (out, in, …)."""
         channels, width = shape[0], (shape[1] if len(shape) > 1 else 1)
@@ -73,6 +82,8 @@ class TensorEncoding:
             raise EncodingsError(f"{where}: {len(self.per_block_int_scale)} block scales, expected {blocks}")
 
     def to_json(self) -> dict:
+        if self.is_float:
+            return {"name": self.name, "enc_type": self.enc_type, "dtype": self.dtype, "bw": self.bw}
         entry = {
             "name": self.name,
             "enc_type": self.enc_type,
@@ -98,6 +109,8 @@ class TensorEncoding:
         if not isinstance(name, str) or not name:
             raise EncodingsError(f"{where}: 'name' must be a non-empty string")
         where = f"{where} ({name})"
+        if entry.get("dtype") == "FLOAT":
+            return cls._float_from_json(entry, where)
         missing = [key for key in _REQUIRED_ENTRY_KEYS if key not in entry]
         if missing:
             raise EncodingsError(f"{where}: missing {missing}; every 1.0.0 entry has {list(_REQUIRED_ENTRY_KEYS)}")
@@ -139,6 +152,21 @@ class TensorEncoding:
                     f"({len(per_block)} values for {len(scale)} channels)"
                 )
         return cls(name, enc_type, bw, is_sym, scale, offset, dtype, block_size, compressed_bw, per_block)
+
+    @classmethod
+    def _float_from_json(cls, entry: dict, where: str) -> TensorEncoding:
+        """AIMET's form of a float tensor: `{name, enc_type: PER_TENSOR, dtype: FLOAT, bw: 16|32}`."""
+        unknown = sorted(set(entry) - {"name", "enc_type", "dtype", "bw", "is_sym", "scale", "offset"})
+        if unknown:
+            raise EncodingsError(f"{where}: unknown key(s) {unknown} for a FLOAT encoding (it has name, enc_type, dtype, bw)")
+        if entry.get("enc_type", "PER_TENSOR") != "PER_TENSOR":
+            raise EncodingsError(f"{where}: a FLOAT encoding is PER_TENSOR, got {entry.get('enc_type')!r}")
+        if entry.get("scale") or entry.get("offset"):
+            raise EncodingsError(f"{where}: a FLOAT encoding has no scale or offset; drop them or write dtype INT")
+        bw = entry.get("bw")
+        if bw not in (16, 32) or isinstance(bw, bool):
+            raise EncodingsError(f"{where}: a FLOAT encoding has bw 16 (fp16) or 32, got {bw!r}")
+        return cls.floating(entry["name"], bw)
 
 
 @dataclass
@@ -203,6 +231,9 @@ class Encodings:
                 if not channels or not all(isinstance(c, dict) for c in channels):
                     raise EncodingsError(f"{where}: expected a non-empty list of objects")
                 first = channels[0]
+                if str(first.get("dtype", "int")).lower() == "float":
+                    target[name] = TensorEncoding._float_from_json({"name": name, "dtype": "FLOAT", "bw": first.get("bitwidth")}, where)
+                    continue
                 is_sym = str(first.get("is_symmetric", "False")).lower() == "true"
                 target[name] = TensorEncoding.from_json(
                     {

@@ -94,17 +94,27 @@ class WeightScheme:
         return max(candidates)
 
 
+RESIDUAL_STREAMS = ("integer", "float16")
+
+
 @dataclass(frozen=True)
 class ActivationScheme:
     bits: int
     symmetric: bool = False
     dynamic: bool = False
     granularity: str = "per-tensor"  # per-tensor (static) or per-token (dynamic)
+    # The decoder's residual adds (and so the RMSNorm inputs they feed): on the activation grid
+    # ("integer") or rounded to fp16 ("float16", HTP v73+). Llamas carry massive activations in the
+    # residual stream (|x| ≈ 25,000 on SmolLM2's first token from layer 11 on); one per-tensor 16-bit
+    # grid over that range has steps of 0.4, as large as every other token's values.
+    residual_stream: str = "integer"
 
     def __post_init__(self):
         _check_bits("bits", self.bits)
         if self.granularity not in ("per-tensor", "per-token"):
             raise ValueError(f"activation granularity must be per-tensor or per-token, got {self.granularity!r}")
+        if self.residual_stream not in RESIDUAL_STREAMS:
+            raise ValueError(f"residual_stream must be one of {', '.join(RESIDUAL_STREAMS)}, got {self.residual_stream!r}")
 
 
 @dataclass(frozen=True)
