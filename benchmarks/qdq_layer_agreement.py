@@ -5,7 +5,7 @@
 Without `--folder`, quantizes SmolLM2-135M (w4a16, one calibration sample of 128 tokens, CL 256) and
 saves it to a temporary folder. Runs one AR-128 call of held-apart prose through the saved graph in
 QDQ form on onnxruntime's CPU EP and through the host simulation, and compares the residual stream
-and the RMSNorm outputs of every layer (SQNR, and the step of each residual's 16-bit grid), then
+and the RMSNorm outputs of every layer (SQNR, and how each is stored: fp16, or an integer grid's step), then
 the logits' top-1 agreement. Prints a table and writes benchmarks/results/qdq_layer_agreement.json.
 """
 
@@ -34,6 +34,13 @@ MODULES = ("input_layernorm", "attn_residual", "post_attention_layernorm", "mlp_
 def sqnr_db(actual: np.ndarray, expected: np.ndarray) -> float:
     noise = float(((actual - expected) ** 2).mean())
     return float("inf") if noise == 0 else 10 * float(np.log10((expected**2).mean() / noise))
+
+
+def _grid(encoding) -> str:
+    """How a tensor is stored: `fp16`, or its integer grid's step."""
+    if encoding is None:
+        return "float32"
+    return f"fp{encoding.bw}" if encoding.is_float else f"int{encoding.bw} step {encoding.scale[0]:.3g}"
 
 
 def main() -> None:
@@ -89,9 +96,9 @@ def main() -> None:
         rows.append({
             "tensor": name, "sqnr_db": round(sqnr_db(value.reshape(host.shape), host), 1),
             "max_abs": round(float(np.abs(host).max()), 2),
-            "grid_step": float(encoding.scale[0]) if encoding is not None else None,
+            "grid": _grid(encoding),
         })
-        print(f"{name:<48} SQNR {rows[-1]['sqnr_db']:6.1f} dB   max|x| {rows[-1]['max_abs']:10.1f}   step {rows[-1]['grid_step']:.3g}")
+        print(f"{name:<48} SQNR {rows[-1]['sqnr_db']:6.1f} dB   max|x| {rows[-1]['max_abs']:10.1f}   grid {rows[-1]['grid']}")
     qdq_logits = results[0][0]
     agreement = float((qdq_logits.argmax(-1) == host_logits.argmax(-1))[-len(ids):].mean())
     print(f"logits: top-1 agreement {agreement:.3f} over {len(ids)} positions, SQNR {sqnr_db(qdq_logits, host_logits):.1f} dB")

@@ -98,7 +98,7 @@ def test_float_entries_are_written_and_read_in_aimets_form():
 @pytest.mark.parametrize(
     "change, message",
     [({"bw": 8}, "bw 16 \\(fp16\\) or 32, got 8"), ({"scale": [0.1]}, "has no scale or offset"),
-     ({"enc_type": "PER_CHANNEL"}, "a FLOAT encoding is PER_TENSOR"), ({"min": 0}, "unknown key")],
+     ({"enc_type": "PER_CHANNEL"}, "a FLOAT encoding is PER_TENSOR"), ({"is_sym": True}, "unknown key")],
 )
 def test_bad_float_entries_are_named(change, message):
     with pytest.raises(EncodingsError, match=message) as error:

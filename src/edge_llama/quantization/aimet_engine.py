@@ -89,6 +89,11 @@ if EdgeLlamaRMSNorm not in map_torch_types_to_onnx:
 class AimetEngine:
     needs_calibration = True
 
+    @staticmethod
+    def writes_weights(recipe, options) -> bool:
+        """Only GPTQ rounding writes into weights; calibration and Sequential MSE set quantizer ranges."""
+        return (options.get("weight_rounding") or recipe.option("weight_rounding", "nearest")) == "gptq"
+
     def quantize(self, model, recipe, batches, use_seq_mse: bool = False, progress: bool = True, **options) -> None:
         rounding = options.get("weight_rounding") or recipe.option("weight_rounding", "nearest")
         if rounding not in ("nearest", "gptq"):

@@ -156,13 +156,13 @@ class TensorEncoding:
     @classmethod
     def _float_from_json(cls, entry: dict, where: str) -> TensorEncoding:
         """AIMET's form of a float tensor: `{name, enc_type: PER_TENSOR, dtype: FLOAT, bw: 16|32}`."""
-        unknown = sorted(set(entry) - {"name", "enc_type", "dtype", "bw", "is_sym", "scale", "offset"})
+        if "scale" in entry or "offset" in entry:
+            raise EncodingsError(f"{where}: a FLOAT encoding has no scale or offset; drop them or write dtype INT")
+        unknown = sorted(set(entry) - {"name", "enc_type", "dtype", "bw"})
         if unknown:
             raise EncodingsError(f"{where}: unknown key(s) {unknown} for a FLOAT encoding (it has name, enc_type, dtype, bw)")
-        if entry.get("enc_type", "PER_TENSOR") != "PER_TENSOR":
+        if entry.get("enc_type") != "PER_TENSOR":
             raise EncodingsError(f"{where}: a FLOAT encoding is PER_TENSOR, got {entry.get('enc_type')!r}")
-        if entry.get("scale") or entry.get("offset"):
-            raise EncodingsError(f"{where}: a FLOAT encoding has no scale or offset; drop them or write dtype INT")
         bw = entry.get("bw")
         if bw not in (16, 32) or isinstance(bw, bool):
             raise EncodingsError(f"{where}: a FLOAT encoding has bw 16 (fp16) or 32, got {bw!r}")
@@ -232,7 +232,8 @@ class Encodings:
                     raise EncodingsError(f"{where}: expected a non-empty list of objects")
                 first = channels[0]
                 if str(first.get("dtype", "int")).lower() == "float":
-                    target[name] = TensorEncoding._float_from_json({"name": name, "dtype": "FLOAT", "bw": first.get("bitwidth")}, where)
+                    legacy_float = {"name": name, "enc_type": "PER_TENSOR", "dtype": "FLOAT", "bw": first.get("bitwidth")}
+                    target[name] = TensorEncoding._float_from_json(legacy_float, where)
                     continue
                 is_sym = str(first.get("is_symmetric", "False")).lower() == "true"
                 target[name] = TensorEncoding.from_json(
