@@ -117,6 +117,34 @@ def test_weight_codes_follow_the_aimet_convention():
     assert zero == 20 and codes[1, 1] == 20 and codes[0, 0] == 25  # x = scale · (q + offset)
 
 
+@pytest.mark.parametrize("granularity", ["PER_CHANNEL", "PER_TENSOR"])
+def test_weights_half_a_step_between_codes_round_as_the_simulation_does(granularity):
+    """A weight exactly between two codes (SmolLM2 layer 0 q_proj head 6: 0.41973877 / 0.11992536 =
+    3.5) is where division and aimet's multiplication by the reciprocal part ways."""
+    from aimet_torch.quantization.affine import QuantizeDequantize
+
+    rng = np.random.default_rng(0)
+    channels = 64
+    count = 1 if granularity == "PER_TENSOR" else channels
+    quantizer = QuantizeDequantize(shape=(count, 1), bitwidth=4, symmetric=True)
+    wanted = torch.tensor(rng.uniform(0.01, 0.3, (count, 1)), dtype=torch.float32)
+    wanted[0, 0] = 0.1199253648519516
+    with torch.no_grad():
+        quantizer.set_range(-8 * wanted, 7 * wanted)
+        scales = quantizer.get_scale().flatten().numpy() * np.ones(channels, dtype=np.float32)
+    halves = rng.integers(-8, 7, (channels, 96)) + 0.5
+    weight = (halves * scales[:, None]).astype(np.float32)  # on the half-steps, up to float32 rounding
+    weight[0, 0] = 0.41973876953125
+    encoding = TensorEncoding("w", granularity, 4, True, scales[:count].tolist(), [-8] * count)
+    with torch.no_grad():
+        simulated = quantizer(torch.from_numpy(weight)).numpy()
+    codes, scale, zero, _ = quantize_weight(weight, encoding)
+    exported = (codes.astype(np.float32) - np.reshape(zero, (-1, 1))) * np.reshape(scale, (-1, 1))
+    assert np.abs(exported - simulated).max() <= 1e-6  # every code equal (one step is ≥ 0.01)
+    division = np.round(weight / np.reshape(scale, (-1, 1)))
+    assert (np.clip(division, -8, 7) != codes).any()  # the ties are really there
+
+
 def test_wrong_channel_count_is_named():
     encoding = TensorEncoding("model.layers.0.mlp.up_proj.weight", "PER_CHANNEL", 4, True, [0.1] * 3, [-8] * 3)
     with pytest.raises(QdqError, match="up_proj.weight: 3 scales for a weight with 2 output channels"):

@@ -87,21 +87,38 @@ def quantize_weight(weight: np.ndarray, encoding: TensorEncoding):
     if encoding.enc_type in ("PER_BLOCK", "LPBQ"):
         scales = _block_scales(encoding, flat.shape)
         zero = np.zeros_like(scales, dtype=np.int64) if encoding.is_sym else -np.asarray(encoding.offset).reshape(scales.shape)
-        expanded = np.repeat(scales, encoding.block_size, axis=1).astype(np.float64)
-        codes = np.clip(np.round(flat / expanded) + np.repeat(zero, encoding.block_size, axis=1), low, high)
+        expanded = np.repeat(scales, encoding.block_size, axis=1).astype(np.float32)
+        # aimet's block path divides in float32 and rounds half to even; so must we, or ties round apart.
+        codes = np.clip(np.round(flat.astype(np.float32) / expanded) + np.repeat(zero, encoding.block_size, axis=1), low, high)
         return codes.reshape(weight.shape).astype(_numpy_dtype(data_type)), scales.reshape(
             (weight.shape[0], -1, *([1] * (weight.ndim - 2)))
         ), zero.reshape((weight.shape[0], -1, *([1] * (weight.ndim - 2)))), data_type
     scale = np.asarray(encoding.scale, dtype=np.float32)
     zero = _zero_points(encoding)
-    flat = flat.astype(np.float32)  # aimet divides in float32; ties must round the same way
-    if scale.size == 1:
-        codes = np.clip(np.round(flat / scale[0]) + zero[0], low, high)
-        return codes.reshape(weight.shape).astype(_numpy_dtype(data_type)), scale[0], zero[0], data_type
-    if scale.size != weight.shape[0]:
+    if scale.size != 1 and scale.size != weight.shape[0]:
         raise QdqError(f"{encoding.name}: {scale.size} scales for a weight with {weight.shape[0]} output channels")
-    codes = np.clip(np.round(flat / scale[:, None]) + zero[:, None], low, high)
+    codes = _fake_quantize_codes(flat.astype(np.float32), scale, zero, low, high)
+    if scale.size == 1:
+        return codes.reshape(weight.shape).astype(_numpy_dtype(data_type)), scale[0], zero[0], data_type
     return codes.reshape(weight.shape).astype(_numpy_dtype(data_type)), scale, zero, data_type
+
+
+def _fake_quantize_codes(flat: np.ndarray, scale: np.ndarray, zero: np.ndarray, low: int, high: int) -> np.ndarray:
+    """The codes aimet's simulation gives `flat (out, in)`: it runs per-tensor and per-channel weights
+    through torch's fake_quantize, which multiplies by the float32 reciprocal of the scale. Where a
+    weight sits exactly half a step between two codes (common on weights that already lie on a
+    grid, such as GGUF-converted ones) a division rounds it the other way: one code off, and on an
+    input channel that carries a massive activation that is hundreds of output steps."""
+    import torch
+
+    rows = flat.shape[0]
+    scales = np.broadcast_to(scale, (rows,)).astype(np.float32)
+    zeros = np.broadcast_to(zero, (rows,)).astype(np.int32)
+    dequantized = torch.fake_quantize_per_channel_affine(
+        torch.from_numpy(np.ascontiguousarray(flat)), torch.from_numpy(scales), torch.from_numpy(zeros), 0, low, high
+    ).numpy()
+    # Back to codes: (q - z) · s in float32, divided by s, is within a hair of the integer q - z.
+    return np.clip(np.rint(dequantized / scales[:, None]) + zeros[:, None], low, high)
 
 
 def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str | os.PathLike) -> Path:
