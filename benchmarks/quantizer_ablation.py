@@ -28,6 +28,7 @@ GROUPS: dict[str, Callable[[str, str], bool]] = {
     "rope cos/sin": lambda name, kind: name.startswith("position_"),
     "logits": lambda name, kind: name == "logits",
     "softmax outputs": lambda name, kind: ".softmax." in name,
+    "residual adds": lambda name, kind: "_residual:" in name,
     "norm + embedding weights": lambda name, kind: kind == "param" and ("norm" in name or "embed" in name),
     "projection weights": lambda name, kind: kind == "param" and not ("norm" in name or "embed" in name),
     "activations": lambda name, kind: kind == "activation",
