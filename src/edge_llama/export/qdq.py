@@ -118,7 +118,7 @@ def _fake_quantize_codes(flat: np.ndarray, scale: np.ndarray, zero: np.ndarray, 
         torch.from_numpy(np.ascontiguousarray(flat)), torch.from_numpy(scales), torch.from_numpy(zeros), 0, low, high
     ).numpy()
     # Back to codes: (q - z) · s in float32, divided by s, is within a hair of the integer q - z.
-    return np.clip(np.rint(dequantized / scales[:, None]) + zeros[:, None], low, high)
+    return np.rint(dequantized / scales[:, None]) + zeros[:, None]
 
 
 def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str | os.PathLike) -> Path:

@@ -92,10 +92,10 @@ class AimetEngine:
     @staticmethod
     def writes_weights(recipe, options) -> bool:
         """Only GPTQ rounding writes into weights; calibration and Sequential MSE set quantizer ranges."""
-        return (options.get("weight_rounding") or recipe.option("weight_rounding", "nearest")) == "gptq"
+        return _weight_rounding(recipe, options) == "gptq"
 
     def quantize(self, model, recipe, batches, use_seq_mse: bool = False, progress: bool = True, **options) -> None:
-        rounding = options.get("weight_rounding") or recipe.option("weight_rounding", "nearest")
+        rounding = _weight_rounding(recipe, options)
         if rounding not in ("nearest", "gptq"):
             raise ValueError(f"weight_rounding must be 'nearest' or 'gptq', got {rounding!r}")
         if rounding == "gptq" and use_seq_mse:
@@ -189,6 +189,11 @@ class AimetEngine:
             if isinstance(module, (EdgeLlamaRMSNorm, nn.Embedding)):
                 expected[f"{name}.weight"] = tuple(module.weight.shape)
         return expected
+
+
+def _weight_rounding(recipe, options: dict) -> str:
+    """`weight_rounding` as passed to `quantize`, else the recipe's (default nearest)."""
+    return options.get("weight_rounding") or recipe.option("weight_rounding", "nearest")
 
 
 def _record_calls(model, batches) -> list[tuple]:
@@ -539,9 +544,9 @@ def _block_length(quantizer) -> int | None:
 
 def _load_encoding(quantizer, encoding: TensorEncoding) -> None:
     is_float = isinstance(quantizer, FloatQuantizeDequantize)
-    if is_float or encoding.dtype == "FLOAT":
-        if not (is_float and encoding.dtype == "FLOAT" and encoding.bw == quantizer.bitwidth):
-            found = f"float{encoding.bw}" if encoding.dtype == "FLOAT" else f"{encoding.bw}-bit integer"
+    if is_float or encoding.is_float:
+        if not (is_float and encoding.is_float and encoding.bw == quantizer.bitwidth):
+            found = f"float{encoding.bw}" if encoding.is_float else f"{encoding.bw}-bit integer"
             wanted = f"float{quantizer.bitwidth}" if is_float else f"{quantizer.bitwidth}-bit integer"
             raise EncodingsError(f"model.encodings: {encoding.name} is {found}, the recipe makes it {wanted}")
         return  # a float rounding has no parameters
