@@ -7,8 +7,9 @@ Cuts SmolLM2-135M to its first `--layers` decoder layers (compiling all 30 takes
 setting), quantizes it with `--recipe` at one calibration sample of 128 tokens for each
 `--residual-streams` setting, exports `qnn` for `--device` (AR 128 only, `--parts` parts, no
 weight-shared binaries), and runs one AR-128 call of held-apart prose through the binaries and
-through the host simulation: top-1 agreement and logits SQNR. Writes
-benchmarks/results/htp_agreement.json.
+through the host simulation: top-1 agreement and logits SQNR, beside the host's own noise floor
+(the host against itself with fp32-rounding-sized noise on every projection's input,
+`_agreement.py`). Writes benchmarks/results/htp_agreement.json.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _agreement import agreement, noise_floor
 from _results import write_results
 
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer
@@ -59,17 +61,20 @@ def main() -> None:
             on_simulator = EdgeLlamaForCausalLM.from_pretrained(Path(scratch) / "bundle")
             with torch.no_grad():
                 expected, actual = quantized(ids).logits, on_simulator(ids).logits
-        noise = (actual - expected).pow(2).mean()
+        on_htp, floor = agreement(expected, actual), noise_floor(quantized, ids, expected=expected)
         rows.append({
             "residual_stream": residual_stream,
-            "top1_agreement": (actual.argmax(-1) == expected.argmax(-1)).float().mean().item(),
-            "logits_sqnr_db": round(10 * torch.log10(expected.pow(2).mean() / noise).item(), 1),
+            "top1_agreement": on_htp["top1_agreement"],
+            "logits_sqnr_db": on_htp["logits_sqnr_db"],
+            "host_noise_floor": floor,
             "export_seconds": round(export_seconds, 1),
         })
     print(f"SmolLM2-135M, first {args.layers} layers, {args.recipe}, {args.device}, {ids.shape[1]} positions")
-    print(f"{'residual stream':<16} {'top-1':>7} {'SQNR dB':>8} {'export s':>9}")
+    print(f"{'residual stream':<16} {'top-1':>7} {'SQNR dB':>8} {'floor top-1':>12} {'floor dB':>9} {'export s':>9}")
     for row in rows:
-        print(f"{row['residual_stream']:<16} {row['top1_agreement']:7.3f} {row['logits_sqnr_db']:8.1f} {row['export_seconds']:9.1f}")
+        floor = row["host_noise_floor"]
+        print(f"{row['residual_stream']:<16} {row['top1_agreement']:7.3f} {row['logits_sqnr_db']:8.1f} "
+              f"{floor['top1_agreement']:12.3f} {floor['logits_sqnr_db']:9.1f} {row['export_seconds']:9.1f}")
     write_results(args, {"model": f"SmolLM2-135M-Instruct, first {args.layers} layers", "positions": ids.shape[1], "rows": rows})
 
 

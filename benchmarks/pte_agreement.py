@@ -4,7 +4,10 @@
 
 Exports the torchao 8da4w model to ExecuTorch, then compares the program with the host on held-apart
 prose: top-1 agreement and max relative logits error over `--positions`, the first token where a
-32-token greedy answer differs, and perplexity of both over `--windows` windows of CL.
+32-token greedy answer differs, and perplexity of both over `--windows` windows of CL. Beside it, in
+the same run, the host's noise floor: the host against itself with fp32-rounding-sized noise on every
+projection's input (`_agreement.py`), the best a runtime that does not copy the host's float
+arithmetic bit for bit can reach.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _agreement import agreement, noise_floor, rounding_noise  # noqa: E402
 from _results import write_results  # noqa: E402
 
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer  # noqa: E402
@@ -53,14 +57,18 @@ def main() -> None:
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, : args.positions]
         with torch.no_grad():
             expected, got = host(ids).logits, program(ids).logits
+        floor = noise_floor(host, ids, expected=expected)
         host_answer, program_answer = greedy(host, tokenizer), greedy(program, tokenizer)
-        differs = (host_answer != program_answer).nonzero()
+        with rounding_noise(host):
+            noisy_answer = greedy(host, tokenizer)
+        differs, noisy_differs = (host_answer != program_answer).nonzero(), (host_answer != noisy_answer).nonzero()
         ppl = {name: perplexity(model, tokenizer, window_length=args.context_length, max_windows=args.windows,
                                 progress=False).perplexity for name, model in (("host", host), ("pte", program))}
     row = {
-        "top1_agreement": (expected.argmax(-1) == got.argmax(-1)).float().mean().item(),
-        "max_relative_error": ((expected - got).abs().max() / expected.abs().max()).item(),
+        **agreement(expected, got),
+        "host_noise_floor": floor,
         "greedy_first_difference": int(differs[0]) if len(differs) else None,
+        "host_noise_floor_greedy_first_difference": int(noisy_differs[0]) if len(noisy_differs) else None,
         "pte_answer": tokenizer.decode(program_answer, skip_special_tokens=True),
         "ppl_host": ppl["host"],
         "ppl_pte": ppl["pte"],
