@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-from _agreement import noise_floor
 from _results import write_results
 
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer
 from edge_llama.data import load_corpus
+from edge_llama.evaluation.agreement import noise_floor
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -9,7 +9,7 @@ setting), quantizes it with `--recipe` at one calibration sample of 128 tokens f
 weight-shared binaries), and runs one AR-128 call of held-apart prose through the binaries and
 through the host simulation: top-1 agreement and logits SQNR, beside the host's own noise floor
 (the host against itself with fp32-rounding-sized noise on every projection's input,
-`_agreement.py`). Writes benchmarks/results/htp_agreement.json.
+`edge_llama.evaluation.agreement`). Writes benchmarks/results/htp_agreement.json.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import torch
-from _agreement import agreement, noise_floor
 from _results import write_results
 
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer
 from edge_llama.data import load_corpus
+from edge_llama.evaluation.agreement import agreement, noise_floor
 from edge_llama.quantization import load_recipe
 
 RESULTS = Path(__file__).parent / "results"

@@ -6,7 +6,7 @@ Exports the torchao 8da4w model to ExecuTorch, then compares the program with th
 prose: top-1 agreement and max relative logits error over `--positions`, the first token where a
 32-token greedy answer differs, and perplexity of both over `--windows` windows of CL. Beside it, in
 the same run, the host's noise floor: the host against itself with fp32-rounding-sized noise on every
-projection's input (`_agreement.py`), the best a runtime that does not copy the host's float
+projection's input (`edge_llama.evaluation.agreement`), the best a runtime that does not copy the host's float
 arithmetic bit for bit can reach.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _agreement import agreement, noise_floor, rounding_noise  # noqa: E402
 from _results import write_results  # noqa: E402
 
 from edge_llama import EdgeLlamaForCausalLM, load_tokenizer  # noqa: E402
 from edge_llama.data import load_corpus  # noqa: E402
+from edge_llama.evaluation.agreement import agreement, noise_floor, rounding_noise  # noqa: E402
 from edge_llama.evaluation.perplexity import perplexity  # noqa: E402
 from edge_llama.generation.chat import encode_prompt  # noqa: E402
 

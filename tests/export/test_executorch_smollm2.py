@@ -7,6 +7,7 @@ import torch
 
 from edge_llama import EdgeLlamaForCausalLM
 from edge_llama.data import load_corpus
+from edge_llama.evaluation.agreement import noise_floor
 from edge_llama.evaluation.perplexity import perplexity
 from edge_llama.generation.chat import encode_prompt
 
@@ -58,11 +59,15 @@ def test_8da4w_program_tracks_the_host_simulation_on_smollm2(smollm2, default_to
     with torch.no_grad():
         expected, got = host(ids).logits, program(ids).logits
     agreement = (expected.argmax(-1) == got.argmax(-1)).float().mean().item()
-    print(f"8da4w top-1 agreement .pte vs host: {agreement:.3f} over {ids.shape[1]} positions")
+    floor = noise_floor(host, ids, expected=expected)["top1_agreement"]
+    print(f"8da4w top-1 agreement .pte vs host: {agreement:.3f} over {ids.shape[1]} positions; "
+          f"host vs itself with fp32-rounding noise: {floor:.3f}")
     # With the recipe's bfloat16 weight scales (XNNPACK's) 0.904 measured over 512 positions at CL 1024
-    # (0.865 with float32 scales), perplexity 31.69 .pte vs 31.76 host over 4 windows of 1024. What is
-    # left is float summation order moving SmolLM2's massive activations (|x| ~ 750) across the coarse
-    # per-token int8 steps.
+    # (0.865 with float32 scales), perplexity 31.69 .pte vs 31.76 host over 4 windows of 1024. That is the
+    # host's own noise floor (0.906 over 256 positions, benchmarks/agreement_noise_floor.py): each per-token
+    # int8 quantizer turns a last-bit difference into a whole step now and then. One draw of the floor
+    # moves by a few points (0.859 at eps 1e-6), hence the margin.
     assert agreement >= 0.85
+    assert agreement >= floor - 0.05
     answer = default_tokenizer.decode(greedy(program, default_tokenizer, 12), skip_special_tokens=True)
     assert "Paris" in answer, answer

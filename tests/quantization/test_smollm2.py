@@ -7,6 +7,7 @@ import torch
 
 from edge_llama import EdgeLlamaForCausalLM
 from edge_llama.data import load_corpus
+from edge_llama.evaluation.agreement import agreement, noise_floor
 from edge_llama.generation.chat import encode_prompt
 
 pytestmark = pytest.mark.slow
@@ -75,9 +76,11 @@ def test_w4a16_qnn_bundle_answers_on_the_htp_simulator(w4a16, default_tokenizer,
     ids = default_tokenizer(held_apart, return_tensors="pt", add_special_tokens=False).input_ids[:, :128]  # one AR-128 call
     with torch.no_grad():
         expected, actual = w4a16(ids).logits, on_simulator(ids).logits
-    agreement = (actual.argmax(-1) == expected.argmax(-1)).float().mean().item()
-    sqnr = 10 * torch.log10(expected.pow(2).mean() / (actual - expected).pow(2).mean()).item()
-    print(f"HTP simulator vs host simulation: top-1 agreement {agreement:.3f} over {ids.shape[1]} positions, logits SQNR {sqnr:.1f} dB")
+    on_htp, floor = agreement(expected, actual), noise_floor(w4a16, ids, expected=expected)
+    print(f"HTP simulator vs host simulation: top-1 agreement {on_htp['top1_agreement']:.3f} over {ids.shape[1]} "
+          f"positions, logits SQNR {on_htp['logits_sqnr_db']:.1f} dB; host vs itself with fp32-rounding noise: "
+          f"{floor['top1_agreement']:.3f}, {floor['logits_sqnr_db']:.1f} dB")
     # 0.797 measured with int16 residuals, 0.766 (15.1 dB) with fp16 ones (2026-12-03, before the weight-tie
-    # fix; w4a16 at one calibration sample leaves near-ties); issue 5 asks 0.99.
-    assert agreement >= 0.7
+    # fix). Issue 5 asks 0.99, above the host's own noise floor (0.957 over 256 positions at CL 1024,
+    # benchmarks/agreement_noise_floor.py); on 12 layers HTP stays ~15 dB below that floor (htp_agreement.py).
+    assert on_htp["top1_agreement"] >= 0.7

@@ -7,6 +7,13 @@ compound through the layers. `noise_floor` measures how far that alone moves the
 model run again with every projection's input multiplied by `1 + eps·N(0, 1)` (eps = 1e-7 is the
 size of fp32 rounding). A runtime that agrees with the host about as well as the host agrees with
 its perturbed self differs from it by rounding, not by a bug.
+
+```python
+from edge_llama.evaluation.agreement import agreement, noise_floor
+
+floor = noise_floor(qmodel, ids)                                   # {"top1_agreement": 0.906, ...} on 8da4w SmolLM2
+pte = agreement(qmodel(ids).logits, exported(ids).logits)          # the artifact, measured the same way
+```
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ ROUNDING_EPS = 1e-7  # relative size of fp32 rounding (2^-23 ≈ 1.2e-7)
 
 
 def agreement(expected: torch.Tensor, actual: torch.Tensor) -> dict:
-    """Top-1 agreement, logits SQNR and max relative error of `actual` against `expected` (…, vocab)."""
+    """Top-1 agreement, logits SQNR (dB, `inf` when equal) and max relative error of `actual` against
+    `expected`, both logits of shape (…, vocab)."""
+    if expected.shape != actual.shape:
+        raise ValueError(f"logits of different shapes: expected {tuple(expected.shape)}, got {tuple(actual.shape)}")
     expected, actual = expected.detach().double(), actual.detach().double()
     noise = (actual - expected).pow(2).mean()
     return {
