@@ -78,17 +78,18 @@ def test_rms_norms_become_one_quantized_node(models, tmp_path):
     graph = onnx.load(str(path)).graph
     ops = [node.op_type for node in graph.node]
     norms = 2 * float_model.config.num_hidden_layers + 1
-    # All but the first: in an unsplit graph it reads the embedding lookup, which has no encoding of
-    # its own (split parts quantize it as the cut tensor hidden_states_0) and no massive values yet.
-    assert ops.count("RMSNormalization") == norms - 1
-    assert ops.count("Pow") == 1 and ops.count("Sqrt") == 1
+    # The first one too: it reads the embedding (the residual stream's start, rounded to fp16) through
+    # the NCHW layout's Transpose and Unsqueeze. Left decomposed, HTP computed it in fp16 of its own: on
+    # SmolLM2 23 % of its 16-bit codes differed from the CPU's, by up to 41 steps (benchmarks/htp_op_probe.py).
+    assert ops.count("RMSNormalization") == norms
+    assert ops.count("Pow") == 0 and ops.count("Sqrt") == 0
     producers = {output: node for node in graph.node for output in node.output}
     consumers = {name: node for node in graph.node for name in node.input}
     for node in graph.node:
         if node.op_type == "RMSNormalization":
             # The input: the residual stream's fp16 rounding (w4a16 keeps it in fp16), the output quantized.
             source = producers[node.input[0]]
-            while source.op_type == "Transpose":  # to channels last
+            while source.op_type in ("Transpose", "Unsqueeze"):  # to channels last; the embedding's NCHW layout
                 source = producers[source.input[0]]
             assert source.op_type == "Cast" and source.input[0].endswith("_fp16"), source.op_type
             assert consumers[node.output[0]].op_type in ("QuantizeLinear", "Transpose")
@@ -100,6 +101,7 @@ def test_the_residual_stream_is_rounded_to_fp16(models, tmp_path):
     encodings = Encodings.read(folder / "model.encodings")
     residuals = [name for name in encodings.activations if "_residual:" in name]
     assert len(residuals) == 2 * float_model.config.num_hidden_layers
+    residuals.append("model.embed_tokens:output0")  # where the stream starts
     assert all(encodings.activations[name].is_float and encodings.activations[name].bw == 16 for name in residuals)
     graph = onnx.load(str(to_qdq(folder / "model_ar1_cl64.onnx", encodings, tmp_path / "qdq.onnx"))).graph
     halves = [node for node in graph.node if node.op_type == "Cast" and node.attribute[0].i == onnx.TensorProto.FLOAT16]

@@ -12,8 +12,9 @@ config.json  generation_config.json  tokenizer files
 
 A part's encodings hold the weights its graphs read, the activations of its modules, its graph
 inputs/outputs, and the tensors that cross a cut: `hidden_states_{l}` carries the encoding of the
-tensor that produced it (the residual add of layer l-1; for `hidden_states_0`, the embedding
-table's grid, since a lookup only copies table values). Both AR graphs of a part name their values
+tensor that produced it (the residual add of layer l-1; for `hidden_states_0`, the embedding's
+output encoding where the recipe rounds it (an fp16 residual stream), else the embedding table's
+grid, since a lookup only copies table values). Both AR graphs of a part name their values
 alike, so one encodings file serves both.
 """
 
@@ -107,20 +108,25 @@ def _part_encodings(encodings: Encodings, part: EdgeLlamaPart, graphs) -> Encodi
             result.activations[value_name] = dataclasses.replace(encodings.activations[name], name=value_name)
     # Tensors that cross a cut: the consumer's input carries the producer's encoding.
     for name in (*part.input_names, *part.output_names):
-        source = _cut_tensor_source(name)
-        if source is not None and name not in result.activations:
-            encoding = encodings.activations.get(source) or encodings.params.get(source)
-            if encoding is not None:
-                result.activations[name] = dataclasses.replace(encoding, name=name)
+        if name in result.activations:
+            continue
+        found = (encodings.activations.get(source) or encodings.params.get(source) for source in _cut_tensor_sources(name))
+        encoding = next((encoding for encoding in found if encoding is not None), None)
+        if encoding is not None:
+            result.activations[name] = dataclasses.replace(encoding, name=name)
     return result
 
 
-def _cut_tensor_source(name: str) -> str | None:
+def _cut_tensor_sources(name: str) -> tuple[str, ...]:
+    """The encodings a cut tensor may carry, first found wins: the embedding's own output encoding (an fp16
+    residual stream starts there), else its table's grid; the residual add that made a later one."""
     match = re.fullmatch(r"hidden_states_(\d+)", name)
     if match is None:
-        return None
+        return ()
     layer = int(match.group(1))
-    return "model.embed_tokens.weight" if layer == 0 else f"model.layers.{layer - 1}.mlp_residual:output0"
+    if layer == 0:
+        return "model.embed_tokens:output0", "model.embed_tokens.weight"
+    return (f"model.layers.{layer - 1}.mlp_residual:output0",)
 
 
 def save_tokenizer(model, output_dir: Path) -> None:

@@ -274,6 +274,20 @@ def _rms_norm_at(reduce_mean):
     return x, weight, float(np.reshape(eps, -1)[0]), axis, scale.outputs[0], nodes
 
 
+def _encoding_through_moves(value, activations: dict[str, TensorEncoding]) -> TensorEncoding | None:
+    """The encoding of `value`, or of the tensor it is a transpose/reshape of: the first layer's norm reads
+    the embedding (quantized at the Gather) through the NCHW layout's Transpose and Unsqueeze."""
+    while value is not None and value.name not in activations:
+        producer = value.producer()
+        if producer is None or producer.op_type not in _MOVES_VALUES:
+            return None
+        value = producer.inputs[0]
+    return None if value is None else activations[value.name]
+
+
+_MOVES_VALUES = {"Transpose", "Unsqueeze", "Squeeze", "Reshape"}
+
+
 def _fuse_rms_norms(graph, encodings: Encodings) -> Encodings:
     """Replaces every decomposed RMSNorm by `RMSNormalization` over its axis (moved last by Transposes).
 
@@ -289,7 +303,7 @@ def _fuse_rms_norms(graph, encodings: Encodings) -> Encodings:
         if match is None:
             continue
         x, weight, eps, axis, output, decomposed = match
-        source = activations.get(x.name)
+        source = _encoding_through_moves(x, activations)
         target = activations.get(output.name)
         if source is None or target is None:
             continue  # not quantized on both sides: leave it as it is

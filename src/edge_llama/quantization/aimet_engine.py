@@ -434,6 +434,10 @@ def _place_quantizers(sim, model, recipe) -> None:
         mlp.gate_mul.output_quantizers[0] = act()
         mlp.down_proj.output_quantizers[0] = act()
         layer.mlp_residual.output_quantizers[0] = residual()
+    if recipe.activations.residual_stream == "float16":
+        # The residual stream starts at the embedding. Left in float32, HTP would carry it (and run the
+        # first layer's norm, which then cannot be fused into one quantized RmsNorm) in fp16 of its own.
+        model.model.embed_tokens.output_quantizers[0] = residual()
     model.model.norm.output_quantizers[0] = act()
     model.lm_head.output_quantizers[0] = act()
     model.__dict__["graph_io_quantizers"] = {
