@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 from _results import write_results
+from _smollm2 import first_layers, held_apart_ids
 
-from edge_llama import EdgeLlamaForCausalLM, load_tokenizer
-from edge_llama.data import load_corpus
+from edge_llama import EdgeLlamaForCausalLM
 from edge_llama.evaluation.agreement import agreement, noise_floor
 from edge_llama.quantization import load_recipe
 
@@ -41,12 +41,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "htp_agreement.json")
     args = parser.parse_args()
 
-    tokenizer = load_tokenizer("DEFAULT")
-    model = EdgeLlamaForCausalLM.from_pretrained("DEFAULT", context_length=256, ar_lengths=[128])
-    model.model.layers = model.model.layers[: args.layers]
-    model.config.num_hidden_layers = args.layers
-    text = load_corpus(None, "evaluation").joined("\n\n")
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :128]
+    model = first_layers(args.layers)
+    ids = held_apart_ids(128)
 
     rows = []
     for residual_stream in args.residual_streams:

@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from _results import write_results
+from _smollm2 import first_layers, held_apart_ids
 
-from edge_llama import EdgeLlamaForCausalLM, load_tokenizer
-from edge_llama.data import load_corpus
+from edge_llama import EdgeLlamaForCausalLM
 from edge_llama.export.genie import GENIE_INPUT_NAMES, to_genie_io
 from edge_llama.export.onnx_graphs import graph_file_name, io_names
 from edge_llama.export.qdq import to_qdq
@@ -86,13 +86,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "htp_op_probe.json")
     args = parser.parse_args()
 
-    tokenizer = load_tokenizer("DEFAULT")
-    model = EdgeLlamaForCausalLM.from_pretrained("DEFAULT", context_length=256, ar_lengths=[128])
-    model.model.layers = model.model.layers[: args.layers]
-    model.config.num_hidden_layers = args.layers
-    quantized = model.quantize(args.recipe, num_samples=1, sequence_length=128, progress=False)
-    text = load_corpus(None, "evaluation").joined("\n\n")
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0, :128]
+    quantized = first_layers(args.layers).quantize(args.recipe, num_samples=1, sequence_length=128, progress=False)
+    ids = held_apart_ids(128)[0]
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "model"
