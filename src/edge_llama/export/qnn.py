@@ -321,8 +321,9 @@ def simulator_check(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, posi
     simulation: top-1 agreement and logits SQNR in dB. One position uses only the token graphs (fast)."""
     import torch
 
-    from ..exported import load_exported
     from ..configuration_edge_llama import EdgeLlamaConfig
+    from ..evaluation.agreement import agreement
+    from ..exported import load_exported
 
     exported = load_exported(folder, EdgeLlamaConfig.from_pretrained(folder))
     generator = torch.Generator().manual_seed(0)
@@ -332,18 +333,12 @@ def simulator_check(model: EdgeLlamaForCausalLM, folder: str | os.PathLike, posi
         on_simulator = exported(ids).logits.float()
         seconds = time.perf_counter() - started
         host = model(ids).logits.float()
+    measured = agreement(host, on_simulator)
     result = {
         "positions": positions,
-        "top1_agreement": (on_simulator.argmax(-1) == host.argmax(-1)).float().mean().item(),
-        "sqnr_db": sqnr_db(on_simulator, host),
+        "top1_agreement": measured["top1_agreement"],
+        "sqnr_db": measured["logits_sqnr_db"],
         "simulator_seconds": round(seconds, 2),
     }
     logger.info("HTP simulator vs host simulation: top-1 %.0f %%, SQNR %.1f dB", 100 * result["top1_agreement"], result["sqnr_db"])
     return result
-
-
-def sqnr_db(actual, expected) -> float:
-    """Signal-to-quantization-noise ratio of `actual` against `expected`, in dB."""
-    noise = (actual - expected).pow(2).mean().item()
-    signal = expected.pow(2).mean().item()
-    return float("inf") if noise == 0 else 10 * math.log10(signal / noise)
