@@ -1,4 +1,4 @@
-"""The default model cut to its first layers, and held-apart prose, as the HTP benchmarks use them."""
+"""The default model cut to its first layers, and held-apart prose, as the agreement benchmarks use them."""
 
 from __future__ import annotations
 

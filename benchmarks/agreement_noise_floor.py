@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 from _results import write_results
+from _smollm2 import held_apart_ids
 
-from edge_llama import EdgeLlamaForCausalLM, load_tokenizer
-from edge_llama.data import load_corpus
+from edge_llama import EdgeLlamaForCausalLM
 from edge_llama.evaluation.agreement import noise_floor
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,9 +37,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "agreement_noise_floor.json")
     args = parser.parse_args()
 
-    tokenizer = load_tokenizer("DEFAULT")
-    text = load_corpus(None, "evaluation").joined("\n\n")
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, : args.positions]
+    ids = held_apart_ids(args.positions)
     float_model = EdgeLlamaForCausalLM.from_pretrained("DEFAULT", context_length=args.context_length)
     rows = []
     print(f"{'recipe':<8} {'eps':>7} {'top-1':>7} {'SQNR dB':>8} {'max rel err':>12}")

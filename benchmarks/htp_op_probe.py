@@ -27,6 +27,7 @@ from _results import write_results
 from _smollm2 import first_layers, held_apart_ids
 
 from edge_llama import EdgeLlamaForCausalLM
+from edge_llama.evaluation.agreement import sqnr_db
 from edge_llama.export.genie import GENIE_INPUT_NAMES, to_genie_io
 from edge_llama.export.onnx_graphs import graph_file_name, io_names
 from edge_llama.export.qdq import to_qdq
@@ -128,18 +129,16 @@ def main() -> None:
     print(f"{'activation':<64} {'op':<22} {'codes differ':>12} {'max steps':>9} {'SQNR dB':>8}")
     for i, ((name, op, step), cpu, npu) in enumerate(zip(probes, on_cpu[1:], on_htp[1:])):
         steps = np.abs(npu.astype(np.int64) - cpu.astype(np.int64))
-        real_cpu, real_htp = _from_graph(cpu, io[f"probe_{i}"]), _from_graph(npu, io[f"probe_{i}"])
-        noise = float(((real_htp - real_cpu).astype(np.float64) ** 2).mean())
-        signal = float((real_cpu.astype(np.float64) ** 2).mean())
+        sqnr = sqnr_db(_from_graph(cpu, io[f"probe_{i}"]), _from_graph(npu, io[f"probe_{i}"]))
         row = {
             "activation": name, "op": op, "step": step,
             "codes_differ": float((steps > 0).mean()),
             "max_steps": int(steps.max()),
-            "sqnr_db": round(10 * np.log10(signal / noise), 1) if noise > 0 else None,
+            "sqnr_db": round(sqnr, 1) if np.isfinite(sqnr) else None,
         }
         rows.append(row)
-        sqnr = "exact" if row["sqnr_db"] is None else f"{row['sqnr_db']:8.1f}"
-        print(f"{name[-64:]:<64} {op:<22} {100 * row['codes_differ']:11.2f}% {row['max_steps']:9d} {sqnr:>8}")
+        shown = "exact" if row["sqnr_db"] is None else f"{row['sqnr_db']:8.1f}"
+        print(f"{name[-64:]:<64} {op:<22} {100 * row['codes_differ']:11.2f}% {row['max_steps']:9d} {shown:>8}")
     logits_cpu, logits_htp = _from_graph(on_cpu[0], io["logits"]), _from_graph(on_htp[0], io["logits"])
     agreement = float((logits_cpu.argmax(-1) == logits_htp.argmax(-1)).mean())
     print(f"logits: top-1 agreement HTP vs CPU EP {agreement:.3f} over {logits_cpu.shape[-2]} positions")

@@ -32,12 +32,18 @@ def agreement(expected: torch.Tensor, actual: torch.Tensor) -> dict:
     if expected.shape != actual.shape:
         raise ValueError(f"logits of different shapes: expected {tuple(expected.shape)}, got {tuple(actual.shape)}")
     expected, actual = expected.detach().double(), actual.detach().double()
-    noise = (actual - expected).pow(2).mean()
     return {
         "top1_agreement": (actual.argmax(-1) == expected.argmax(-1)).double().mean().item(),
-        "logits_sqnr_db": round(10 * torch.log10(expected.pow(2).mean() / noise).item(), 1) if noise > 0 else float("inf"),
+        "logits_sqnr_db": round(sqnr_db(expected, actual), 1),
         "max_relative_error": ((actual - expected).abs().max() / expected.abs().max()).item(),
     }
+
+
+def sqnr_db(expected, actual) -> float:
+    """Signal-to-noise ratio of `actual` against `expected` (tensors or arrays), in dB; `inf` when equal."""
+    expected, actual = torch.as_tensor(expected).double(), torch.as_tensor(actual).double()
+    noise = (actual - expected).pow(2).mean()
+    return float("inf") if noise == 0 else 10 * torch.log10(expected.pow(2).mean() / noise).item()
 
 
 def _projections(model: nn.Module):
