@@ -70,6 +70,24 @@ def test_qdq_graph_stores_integer_weights(models, tmp_path):
     assert ops.count("QuantizeLinear") > 50 and "DequantizeLinear" in ops
 
 
+
+def test_int4_as_int8_stores_the_same_weights_sixteen_times_finer(models, tmp_path):
+    _, quantized, folder = models
+    encodings = Encodings.read(folder / "model.encodings")
+    narrow = to_qdq(folder / "model_ar16_cl64.onnx", encodings, tmp_path / "int4.onnx")
+    wide = to_qdq(folder / "model_ar16_cl64.onnx", encodings, tmp_path / "int8.onnx", int4_as_int8=True)
+    initializers = [{init.name: init for init in onnx.load(str(path)).graph.initializer} for path in (narrow, wide)]
+    name = "model.layers.0.mlp.down_proj.weight"
+    before, after = ({key: onnx.numpy_helper.to_array(init[f"{name}_{key}"]) for key in ("quantized", "scale")} for init in initializers)
+    assert initializers[0][f"{name}_quantized"].data_type == onnx.TensorProto.INT4
+    assert initializers[1][f"{name}_quantized"].data_type == onnx.TensorProto.INT8
+    np.testing.assert_array_equal(after["quantized"].astype(np.int16), before["quantized"].astype(np.int16) * 16)
+    np.testing.assert_array_equal(after["scale"] * 16, before["scale"])
+    assert not any(init.data_type == onnx.TensorProto.INT4 for init in initializers[1].values())
+    narrow_logits, _ = run_graph(narrow, quantized, 16)
+    wide_logits, _ = run_graph(wide, quantized, 16)
+    np.testing.assert_array_equal(wide_logits, narrow_logits)  # the same real weights: the same function
+
 def test_rms_norms_become_one_quantized_node(models, tmp_path):
     """HTP runs a decomposed RMSNorm's float ops in fp16, where the squares of massive activations
     overflow; every norm must reach it as one RMSNormalization between Q/DQ pairs."""

@@ -14,8 +14,10 @@ from edge_llama.export.qnn import QnnExportError
 
 from ..conftest import edge_from, tiny_llama
 
-# v79 and v73: two HTP generations; every fixture compiles once per module.
+# v79 and v73: two HTP generations; every fixture compiles once per module. The v73 bundle stores its
+# 4-bit weights as int8 codes × 16 (`int4_as_int8`), so both weight forms go through every test.
 DEVICES = {"Snapdragon 8 Elite": ("SM8750", 69, "v79"), "Snapdragon 8 Gen 2": ("SM8550", 43, "v73")}
+WIDENED = {"Snapdragon 8 Gen 2"}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def bundles(w4a16, default_tokenizer, tmp_path_factory):
     folders = {}
     for device in DEVICES:
         folders[device] = tmp_path_factory.mktemp("qnn") / "bundle"
-        w4a16.export("qnn", folders[device], device=device, parts=2, tokenizer=default_tokenizer)
+        w4a16.export("qnn", folders[device], device=device, parts=2, tokenizer=default_tokenizer, int4_as_int8=device in WIDENED)
     return folders
 
 
@@ -71,6 +73,7 @@ def test_genie_bundle_validates_for_the_device(bundles, device):
     assert genie["context"]["size"] == 64 and genie["context"]["n-vocab"] == 49152
     assert genie["engine"]["model"]["binary"]["ctx-bins"] == ["edge_llama_part_1_of_2.bin", "edge_llama_part_2_of_2.bin"]
     metadata = json.loads((bundle / "metadata.json").read_text())
+    assert metadata["int4_as_int8"] is (device in WIDENED)
     shared = metadata["genie_binaries"]
     # One context per part with both AR graphs, weights stored once: about one graph's bytes, not two.
     for part in shared:

@@ -11,7 +11,7 @@ from .quantize import add_quantization_options, quantize_with_options
 logger = logging.getLogger(__name__)
 
 # Command-line options handed to the target's export function, if its signature takes them.
-TARGET_OPTIONS = ("device", "parts", "max_seq_len", "accuracy_level", "skip_inferencing", "skip_profiling")
+TARGET_OPTIONS = ("device", "parts", "max_seq_len", "accuracy_level", "skip_inferencing", "skip_profiling", "int4_as_int8")
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -38,6 +38,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="onnx-int4: MatMulNBits' accuracy level (0: float32 compute, as the host simulation, the "
                              "default; 4: int8 activations inside the kernel, faster and approximate).")
     parser.add_argument("--skip-inferencing", action="store_true", help="Targets that run the export after compiling (qnn: the one-token HTP simulator check): do not.")
+    parser.add_argument("--int4-as-int8", action="store_true",
+                        help="qnn: store 4-bit weights as int8 codes x 16 (the same values). HTP's convolutions with 16-bit "
+                             "activations floor 8 bits of their accumulator, which costs int4 weights much of their "
+                             "agreement with the host simulation; widened, the weights take twice the bytes.")
     parser.add_argument("--skip-profiling", action="store_true", help="Targets that profile the export on a device (qai-hub): do not.")
     add_quantization_options(parser, recipe_default=None)
     parser.add_argument("-o", "--output-dir", required=True, help="Where to write the exported folder.")

@@ -17,6 +17,14 @@ squares of the massive activations real Llamas carry (|x| ≈ 750 on SmolLM2's a
 x² ≈ 5.7e5 > 65504) saturate: the RMS comes out too small, the sink's normalized state is off by
 ~1.8× and attention turns to garbage. So each RMSNorm becomes one `RMSNormalization` (opset 23)
 node between QDQ pairs, which HTP runs as its quantized RmsNorm (within 1 LSB of ORT's CPU).
+
+4-bit weights on HTP (`int4_as_int8`): HTP computes a convolution with 16-bit activations in units
+of 256 · s_x · s_w (s_x the input's step, s_w the weight's): each output is off by up to ± 128
+units, each channel shifted low by 0-256 more, and a bias is cut to whole multiples of 256 units
+(tests/export/test_htp_arithmetic.py measures this). With int4 weights s_w is coarse: on SmolLM2
+that is 3-25 steps of the output's 16-bit grid, mostly downwards. Storing the same weights as int8
+codes × 16 with scale / 16 (the same real values, exact) makes the unit 16× finer, at twice the
+bytes per weight. Embedding tables (read by `Gather`, no accumulator) stay 4-bit.
 """
 
 from __future__ import annotations
@@ -121,8 +129,12 @@ def _fake_quantize_codes(flat: np.ndarray, scale: np.ndarray, zero: np.ndarray, 
     return np.rint(dequantized / scales[:, None]) + zeros[:, None]
 
 
-def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str | os.PathLike) -> Path:
-    """Writes the QDQ form of the ONNX graph at `graph_path` (weights inline) to `output_path`."""
+def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str | os.PathLike, int4_as_int8: bool = False) -> Path:
+    """Writes the QDQ form of the ONNX graph at `graph_path` (weights inline) to `output_path`.
+
+    `int4_as_int8` stores every 4-bit weight of a Conv/MatMul/Gemm as int8 codes × 16 with scale / 16:
+    the same real weights, which HTP computes 16× more precisely (see the module docstring).
+    """
     import onnx_ir as ir
 
     model = ir.load(str(graph_path))
@@ -132,7 +144,7 @@ def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str
     if any(node.op_type == "RMSNormalization" for node in graph):
         version = max(version, RMS_NORM_OPSET)
     model.opset_imports[""] = version
-    _quantize_weights(graph, encodings)
+    _quantize_weights(graph, encodings, int4_as_int8)
     _quantize_activations(graph, encodings)
     graph.sort()
     output_path = Path(output_path)
@@ -140,7 +152,26 @@ def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str
     return output_path
 
 
-def _quantize_weights(graph, encodings: Encodings) -> None:
+# The ops whose HTP kernels accumulate weight × activation (where 4-bit weights lose precision).
+ACCUMULATING_OPS = {"Conv", "MatMul", "Gemm"}
+WIDENED = {"INT4": ("INT8", np.int8), "UINT4": ("UINT8", np.uint8)}
+INT4_TO_INT8 = 16  # 2 ** (8 - 4): int4 codes × 16 fill the int8 range
+
+
+def widen_int4(codes: np.ndarray, scale, zero, data_type):
+    """The same weights as 8-bit codes: codes and zero points × 16, scales / 16 (exact in float32)."""
+    import onnx_ir as ir
+
+    name, numpy_type = WIDENED[data_type.name]
+    return (
+        (codes.astype(np.int16) * INT4_TO_INT8).astype(numpy_type),
+        np.asarray(scale, dtype=np.float32) / INT4_TO_INT8,
+        np.asarray(zero, dtype=np.int64) * INT4_TO_INT8,
+        getattr(ir.DataType, name),
+    )
+
+
+def _quantize_weights(graph, encodings: Encodings, int4_as_int8: bool = False) -> None:
     import onnx_ir as ir
 
     for name, encoding in encodings.params.items():
@@ -149,6 +180,8 @@ def _quantize_weights(graph, encodings: Encodings) -> None:
             continue  # a weight of another part, or one kept in float
         weight = value.const_value.numpy()
         codes, scale, zero, data_type = quantize_weight(weight, encoding)
+        if int4_as_int8 and data_type.name in WIDENED and any(use.node.op_type in ACCUMULATING_OPS for use in value.uses()):
+            codes, scale, zero, data_type = widen_int4(codes, scale, zero, data_type)
         integer = ir.Value(name=f"{name}_quantized", const_value=ir.tensor(codes, dtype=data_type, name=f"{name}_quantized"))
         scale_value = ir.Value(name=f"{name}_scale", const_value=ir.tensor(np.asarray(scale, dtype=np.float32), name=f"{name}_scale"))
         zero_value = ir.Value(

@@ -95,6 +95,7 @@ def export_qnn(
     tokenizer=None,
     weight_sharing: bool | None = None,
     skip_inferencing: bool = False,
+    int4_as_int8: bool = False,
 ) -> list[Path]:
     """Compiles every part × AR graph of a QNN-quantized model into context binaries and a Genie bundle.
 
@@ -102,6 +103,10 @@ def export_qnn(
     `<model>_part_i_of_N.bin`; `tokenizer` is saved into the bundle when the model has none of its
     own; unless `skip_inferencing`, one token goes through the compiled token graphs on the HTP
     simulator and is compared with the host simulation (metadata.json `simulator_check`).
+    `int4_as_int8` stores 4-bit projection weights as int8 codes × 16 (the same values): HTP computes
+    16-bit-activation convolutions in units of 256 input × weight steps, which costs int4 weights
+    ~13 dB of logits SQNR on 12 SmolLM2 layers; widened, the weights take twice the bytes
+    (export/qdq.py, docs/export.md).
 
     ```python
     >>> model.quantize("w4a16").export("qnn", "smollm2-qnn", device="Snapdragon 8 Elite", parts=2)
@@ -130,7 +135,7 @@ def export_qnn(
         num_parts, context_length, ar_lengths = config["num_parts"], config["context_length"], config["ar_lengths"]
         encodings = {i: Encodings.read(scratch / f"part_{i}_of_{num_parts}.encodings") for i in range(1, num_parts + 1)}
         check_graph_sizes(
-            {f"part_{i}_of_{num_parts}_ar{ar}_cl{context_length}": part_weight_bytes(scratch / f"part_{i}_of_{num_parts}_ar{ar}_cl{context_length}.onnx", encodings[i])
+            {f"part_{i}_of_{num_parts}_ar{ar}_cl{context_length}": part_weight_bytes(scratch / f"part_{i}_of_{num_parts}_ar{ar}_cl{context_length}.onnx", encodings[i], int4_as_int8)
              for i in encodings for ar in ar_lengths},
             preset, num_parts,
         )
@@ -139,7 +144,7 @@ def export_qnn(
         for ar, index in tqdm(jobs, desc=f"QNN compile for {preset.name}", unit="graph", disable=None):
             part = f"part_{index}_of_{num_parts}"
             stem = f"{part}_ar{ar}_cl{context_length}"
-            qdq = to_qdq(scratch / f"{stem}.onnx", encodings[index], scratch / f"{stem}_qdq.onnx")
+            qdq = to_qdq(scratch / f"{stem}.onnx", encodings[index], scratch / f"{stem}_qdq.onnx", int4_as_int8=int4_as_int8)
             genie_form = scratch / f"{stem}_genie.onnx"
             quantization = to_genie_io(qdq, genie_form)
             genie_graphs[(index, ar)] = (genie_form, quantization)
@@ -161,7 +166,7 @@ def export_qnn(
         "device": {"name": preset.name, "chipset": preset.chipset, "soc_model": preset.soc_model, "htp_arch": preset.htp_arch},
         "qnn_sdk": QNN_SDK_VERSION, "num_parts": num_parts, "context_length": context_length, "ar_lengths": ar_lengths,
         "num_layers": config["num_hidden_layers"], "kv_dim": config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
-        "weight_sharing": weight_sharing, "graphs": graphs, "genie_binaries": genie_binaries,
+        "weight_sharing": weight_sharing, "int4_as_int8": int4_as_int8, "graphs": graphs, "genie_binaries": genie_binaries,
     }
     (output_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     # Without weight sharing Genie gets every graph's own binary, part by part.
@@ -253,14 +258,17 @@ def _compile_shared_part(ort, genie_graphs, index, num_parts, ar_lengths, contex
     return {"file": binary.name, "part": f"part_{index}_of_{num_parts}", "graphs": names, "bytes": binary.stat().st_size}
 
 
-def part_weight_bytes(graph_path: str | os.PathLike, encodings: Encodings) -> int:
-    """Bytes of weights a part's graph holds on the device: each initializer at its encoded width (float: 4 bytes)."""
+def part_weight_bytes(graph_path: str | os.PathLike, encodings: Encodings, int4_as_int8: bool = False) -> int:
+    """Bytes of weights a part's graph holds on the device: each initializer at its encoded width (float:
+    4 bytes; 4-bit ones at 8 bits with `int4_as_int8`, an upper bound: embedding tables stay 4-bit)."""
     import onnx
 
     total = 0
     for tensor in onnx.load(str(graph_path), load_external_data=False).graph.initializer:
         encoding = encodings.params.get(tensor.name)
         bits = 32 if encoding is None else (encoding.compressed_bw if encoding.enc_type == "LPBQ" else encoding.bw)
+        if int4_as_int8 and bits == 4:
+            bits = 8
         total += math.prod(tensor.dims) * bits // 8
     return total
 
