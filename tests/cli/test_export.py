@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from edge_llama.cli.main import main
 
 
@@ -50,3 +52,13 @@ def test_onnx_int4_export_takes_the_accuracy_level_and_prints_one_line_under_qui
     assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--target", "onnx", "--accuracy-level", "4",
                  "-q", "-o", str(tmp_path / "onnx")]) == 2
     assert "--accuracy-level does not apply to the onnx target" in capfd.readouterr().err
+
+
+def test_int4_as_int8_is_a_qnn_option_only(checkpoints, tmp_path, capfd):
+    from edge_llama.export import export_function
+
+    assert "int4_as_int8" in inspect.signature(export_function("qnn")).parameters
+    assert main(["export", "--checkpoint", str(checkpoints / "w4-rtn"), "--target", "onnx-int4", "--int4-as-int8",
+                 "-q", "-o", str(tmp_path / "int4")]) == 2
+    assert "--int4-as-int8 does not apply to the onnx-int4 target" in capfd.readouterr().err
+    assert not (tmp_path / "int4").exists()
