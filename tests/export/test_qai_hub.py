@@ -87,3 +87,29 @@ def test_the_command_checks_the_token_before_loading_anything(tmp_path, monkeypa
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "no-such-client.ini"))
     code = main(["export", "--checkpoint", str(tmp_path / "not-loaded"), "--target", "qai-hub", "-o", str(tmp_path / "out")])
     assert code == 2 and "qai-hub configure --api_token" in capsys.readouterr().err
+
+
+def test_int4_as_int8_uploads_the_same_weight_grids_as_8_bit(onnx_parts, tmp_path):
+    import shutil
+
+    shutil.copytree(onnx_parts, tmp_path / "onnx")
+    for index in (1, 2):  # int4 per-channel encodings for every weight the part's graph holds
+        part = f"part_{index}_of_2"
+        graph = onnx.load(str(tmp_path / "onnx" / f"{part}_ar16_cl64.onnx"), load_external_data=False).graph
+        encodings = Encodings.read(tmp_path / "onnx" / f"{part}.encodings")
+        for weight in graph.initializer:
+            if len(weight.dims) >= 2:
+                encodings.params[weight.name] = TensorEncoding(weight.name, "PER_CHANNEL", 4, True, [0.01 * (c + 1) for c in range(weight.dims[0])], [-8] * weight.dims[0])
+        encodings.write(tmp_path / "onnx" / f"{part}.encodings")
+    device = find_device("Snapdragon 8 Gen 3")
+    narrow = plan_jobs(tmp_path / "onnx", tmp_path / "int4", "m", device, skip_profiling=True)
+    wide = plan_jobs(tmp_path / "onnx", tmp_path / "int8", "m", device, skip_profiling=True, int4_as_int8=True)
+    read = lambda plan, i, stem: Encodings.read(plan.compile[i].model_dir / f"{stem}.encodings").params  # noqa: E731
+    before, after = read(narrow, 2, "part_2_of_2_ar16_cl64"), read(wide, 2, "part_2_of_2_ar16_cl64")
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert (before[name].bw, after[name].bw) == (4, 8)
+    assert [s * 16 for s in after[name].scale] == pytest.approx(before[name].scale, rel=1e-12)
+    assert after[name].offset == [-128] * len(before[name].offset)
+    assert {n for n, e in after.items() if e.bw == 4} == set()  # every 2-D weight of part 2 feeds a conv or matmul
+    embedding = read(wide, 0, "part_1_of_2_ar16_cl64")  # read by Gather: no accumulator, stays 4-bit
+    assert {e.bw for e in embedding.values()} == {4}

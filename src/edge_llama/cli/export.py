@@ -39,7 +39,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                              "default; 4: int8 activations inside the kernel, faster and approximate).")
     parser.add_argument("--skip-inferencing", action="store_true", help="Targets that run the export after compiling (qnn: the one-token HTP simulator check): do not.")
     parser.add_argument("--int4-as-int8", action="store_true",
-                        help="qnn: store 4-bit weights as int8 codes x 16 (the same values). HTP computes convolutions with "
+                        help="qnn, qai-hub: store 4-bit weights as int8 codes x 16 (the same values). HTP computes convolutions with "
                              "16-bit activations in units of 256 input x weight steps, which costs int4 weights much of "
                              "their agreement with the host simulation (12 SmolLM2 layers: 84%% -> 95%% top-1); "
                              "widened, the weights take twice the bytes.")

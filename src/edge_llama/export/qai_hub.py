@@ -115,11 +115,13 @@ def hub_client():
 
 
 def plan_jobs(onnx_dir: str | os.PathLike, upload_dir: str | os.PathLike, model_name: str, device: DevicePreset,
-              skip_profiling: bool = False) -> HubJobPlan:
+              skip_profiling: bool = False, int4_as_int8: bool = False) -> HubJobPlan:
     """Lays out the upload folders for the graphs of an `onnx` export and plans every job on them.
 
     Each `<graph>.aimet/` gets the graph (inputs renamed to Genie's: `position_ids_cos`/`_sin`), its
-    part's encodings (renamed alike) and a `model.data` holding only that graph's weights.
+    part's encodings (renamed alike; with `int4_as_int8` the 4-bit weights of its convolutions and
+    matmuls as 8-bit encodings of the same grid, see qdq.py) and a `model.data` holding only that
+    graph's weights.
     """
     import onnx
 
@@ -151,7 +153,7 @@ def plan_jobs(onnx_dir: str | os.PathLike, upload_dir: str | os.PathLike, model_
             _rename_inputs(graph.graph, GENIE_INPUT_NAMES)
             onnx.save(graph, str(folder / f"{stem}.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                       location="model.data", size_threshold=0)
-            encodings.write(folder / f"{stem}.encodings")
+            (_widen_int4_weights(encodings, graph.graph) if int4_as_int8 else encodings).write(folder / f"{stem}.encodings")
             outputs = ",".join(value.name for value in graph.graph.output)
             options = (
                 "--target_runtime qnn_dlc --quantize_full_type w8a16 --quantize_io --truncate_64bit_io "
@@ -163,6 +165,15 @@ def plan_jobs(onnx_dir: str | os.PathLike, upload_dir: str | os.PathLike, model_
             names.append(graph_name)
         links.append(LinkSpec(part, tuple(names), genie_binary_name(model_name, index, num_parts)))
     return HubJobPlan((f"chipset:{device.ai_hub_chipset}",), tuple(compiles), tuple(links), tuple(profiles))
+
+
+def _widen_int4_weights(encodings, graph):
+    """`encodings` with the 4-bit weights that `graph`'s convolutions and matmuls read as 8-bit ones."""
+    from .qdq import accumulated_tensors
+
+    accumulated = accumulated_tensors((node.op_type, list(node.input), list(node.output)) for node in graph.node)
+    params = {name: encoding.widened_to_int8() if name in accumulated else encoding for name, encoding in encodings.params.items()}
+    return dataclasses.replace(encodings, params=params)
 
 
 def _rename_inputs(graph, names: dict[str, str]) -> None:
@@ -180,10 +191,12 @@ def export_qai_hub(
     parts: int | None = None,
     tokenizer=None,
     skip_profiling: bool = False,
+    int4_as_int8: bool = False,
 ) -> list[Path]:
     """Compiles and links the model's parts in Qualcomm AI Hub and writes the Genie bundle into `output_dir`.
 
     Needs an API token (`qai-hub configure --api_token …`); `target="qnn"` compiles locally instead.
+    `int4_as_int8` uploads 4-bit projection weights as 8-bit encodings of the same grid (see `export_qnn`).
 
     ```python
     >>> model.quantize("w4a16").export("qai-hub", "smollm2-genie", device="Snapdragon 8 Elite")
@@ -204,7 +217,7 @@ def export_qai_hub(
     with tempfile.TemporaryDirectory(prefix="edge_llama_qai_hub_") as scratch:
         scratch = Path(scratch)
         export_onnx_parts(model, scratch / "onnx", parts=parts)
-        plan = plan_jobs(scratch / "onnx", scratch / "upload", model_name, preset, skip_profiling)
+        plan = plan_jobs(scratch / "onnx", scratch / "upload", model_name, preset, skip_profiling, int4_as_int8)
         hub_device = qai_hub.Device(attributes=list(plan.device_attributes))
         compiled = {}
         for spec in plan.compile:
@@ -233,7 +246,7 @@ def export_qai_hub(
     metadata = {
         "device": {"name": preset.name, "chipset": preset.chipset, "soc_model": preset.soc_model, "htp_arch": preset.htp_arch},
         "num_parts": config["num_parts"], "context_length": config["context_length"], "ar_lengths": config["ar_lengths"],
-        "weight_sharing": True,
+        "weight_sharing": True, "int4_as_int8": int4_as_int8,
         "graphs": [{"genie_name": c.graph_name, "part": c.part, "ar_length": c.ar_length,
                     "compile_job": compiled[c.graph_name].job_id,
                     "profile_job": profiles[c.graph_name].job_id if c.graph_name in profiles else None} for c in plan.compile],

@@ -152,10 +152,25 @@ def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str
     return output_path
 
 
-# The ops whose HTP kernels accumulate weight × activation (where 4-bit weights lose precision).
+# The ops whose HTP kernels accumulate weight × activation (where 4-bit weights lose precision), and
+# the layout ops a weight may pass on its way there (the lm_head's Transpose).
 ACCUMULATING_OPS = {"Conv", "MatMul", "Gemm"}
+LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze"}
 WIDENED = {"INT4": ("INT8", np.int8), "UINT4": ("UINT8", np.uint8)}
 INT4_TO_INT8 = 16  # 2 ** (8 - 4): int4 codes × 16 fill the int8 range
+
+
+def accumulated_tensors(nodes) -> set[str]:
+    """Names of the tensors that reach a Conv/MatMul/Gemm input, directly or through layout ops.
+
+    `nodes`: (op_type, input names, output names) of every node of a graph."""
+    nodes = list(nodes)
+    found = {name for op, inputs, _ in nodes if op in ACCUMULATING_OPS for name in inputs}
+    while True:
+        more = {name for op, inputs, outputs in nodes if op in LAYOUT_OPS and set(outputs) & found for name in inputs} - found
+        if not more:
+            return found
+        found |= more
 
 
 def widen_int4(codes: np.ndarray, scale, zero, data_type):
@@ -174,13 +189,16 @@ def widen_int4(codes: np.ndarray, scale, zero, data_type):
 def _quantize_weights(graph, encodings: Encodings, int4_as_int8: bool = False) -> None:
     import onnx_ir as ir
 
+    accumulated = accumulated_tensors(
+        (node.op_type, [v.name for v in node.inputs if v is not None], [v.name for v in node.outputs]) for node in graph
+    ) if int4_as_int8 else set()
     for name, encoding in encodings.params.items():
         value = graph.initializers.get(name)
         if value is None or encoding.is_float:
             continue  # a weight of another part, or one kept in float
         weight = value.const_value.numpy()
         codes, scale, zero, data_type = quantize_weight(weight, encoding)
-        if int4_as_int8 and data_type.name in WIDENED and any(use.node.op_type in ACCUMULATING_OPS for use in value.uses()):
+        if name in accumulated and data_type.name in WIDENED:
             codes, scale, zero, data_type = widen_int4(codes, scale, zero, data_type)
         integer = ir.Value(name=f"{name}_quantized", const_value=ir.tensor(codes, dtype=data_type, name=f"{name}_quantized"))
         scale_value = ir.Value(name=f"{name}_scale", const_value=ir.tensor(np.asarray(scale, dtype=np.float32), name=f"{name}_scale"))

@@ -18,6 +18,7 @@ is read too. Every problem is reported with the file and the tensor name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -80,6 +81,14 @@ class TensorEncoding:
             raise EncodingsError(f"{where} has {channels} output channels but its encoding has {len(self.scale)} scales (expected {scales})")
         if self.enc_type == "LPBQ" and len(self.per_block_int_scale) != blocks:
             raise EncodingsError(f"{where}: {len(self.per_block_int_scale)} block scales, expected {blocks}")
+
+    def widened_to_int8(self) -> TensorEncoding:
+        """A 4-bit per-tensor/per-channel weight encoding as 8-bit with scales / 16 and offsets × 16: every
+        int4 grid point stays a grid point (`export(..., int4_as_int8=True)`); any other encoding as it is."""
+        if self.is_float or self.bw != 4 or self.enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
+            return self
+        factor = 2 ** (8 - 4)
+        return dataclasses.replace(self, bw=8, scale=[s / factor for s in self.scale], offset=[o * factor for o in self.offset])
 
     def to_json(self) -> dict:
         if self.is_float:
