@@ -57,6 +57,7 @@ class EdgeLlamaExportCommand(BaseOptimumCLICommand):
         parser.add_argument("--num-samples", type=int, default=None, help="With --recipe: calibration sequences (default: the recipe's).")
         parser.add_argument("--sequence-length", type=int, default=None, help="With --recipe: tokens per calibration sequence (default: min(CL, 512)).")
         parser.add_argument("--use-seq-mse", action="store_true", help="With --recipe: choose weight encodings by Sequential MSE (QNN recipes; slow on CPU).")
+        parser.add_argument("--int4-as-int8", action="store_true", help="qnn, qai-hub: store 4-bit weights as int8 codes x 16 (the same values; HTP's 16-bit-activation convs lose much less agreement with the host, twice the weight bytes; docs/export.md).")
         parser.add_argument("--skip-inferencing", action="store_true", help="Targets that run the export after compiling (qnn: the HTP simulator check): do not.")
         parser.add_argument("--skip-profiling", action="store_true", help="Targets that profile the export on a device (qai-hub): do not.")
         parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty OUTPUT_DIR (once the new export is complete).")
