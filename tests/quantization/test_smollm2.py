@@ -96,7 +96,9 @@ def test_w4a16_qnn_bundle_answers_on_the_htp_simulator(w4a16, default_tokenizer,
           f"positions, logits SQNR {on_htp['logits_sqnr_db']:.1f} dB; host vs itself with fp32-rounding noise: "
           f"{floor['top1_agreement']:.3f}, {floor['logits_sqnr_db']:.1f} dB")
     # With int4 weights on HTP: 0.797 (int16 residuals), 0.766 / 15.1 dB (fp16 ones, before the weight-tie
-    # fix), 0.805 / 14.9 dB (both fixes, fp16 embedding; floor 0.969 / 29.6 dB). Issue 5 asks 0.99, above
-    # the host's own noise floor with the int8 KV cache (0.957 over 256 positions at CL 1024,
-    # benchmarks/agreement_noise_floor.py).
-    assert on_htp["top1_agreement"] >= 0.85
+    # fix), 0.805 / 14.9 dB (both fixes, fp16 embedding). As int8 codes x 16 (2026-12-06): 0.945 / 27.0 dB
+    # against a floor of 0.969 / 29.6 dB. Issue 5 asks 0.99, above the host's own noise floor with the int8
+    # KV cache (0.957 over 256 positions at CL 1024, benchmarks/agreement_noise_floor.py), so the test holds
+    # HTP to the floor: within 5 points of top-1 and 6 dB of SQNR (int4 weights missed both by far).
+    assert on_htp["top1_agreement"] >= floor["top1_agreement"] - 0.05
+    assert on_htp["logits_sqnr_db"] >= floor["logits_sqnr_db"] - 6.0
