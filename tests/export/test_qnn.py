@@ -102,6 +102,26 @@ def test_bundle_runs_on_the_htp_simulator_like_the_simulation(bundles, w4a16, de
     assert greedy.shape == (1, 25)
 
 
+def test_lpbq_weights_compile_and_run_on_the_htp_simulator(float_model, default_tokenizer, tmp_path):
+    """w4a16-lpbq's 4-bit blocks with 8-bit per-block scales go in as a blocked DequantizeLinear; HTP
+    compiles them with CPU fallback disabled and answers like the simulation."""
+    from edge_llama.evaluation.agreement import agreement
+
+    lpbq = float_model.quantize("w4a16-lpbq", tokenizer=default_tokenizer, num_samples=2, sequence_length=32, progress=False)
+    lpbq.save_pretrained(tmp_path / "checkpoint")
+    weights = json.loads((tmp_path / "checkpoint" / "model.encodings").read_text())["param_encodings"]
+    assert any(entry["enc_type"] == "LPBQ" for entry in weights)
+    lpbq.export("qnn", tmp_path / "bundle", device="Snapdragon 8 Elite", parts=2, tokenizer=default_tokenizer, weight_sharing=False)
+    exported = EdgeLlamaForCausalLM.from_pretrained(tmp_path / "bundle")
+    torch.manual_seed(0)
+    ids = torch.randint(3, 49152, (1, 21))
+    with torch.no_grad():
+        measured = agreement(lpbq(ids).logits, exported(ids).logits)
+    print(f"w4a16-lpbq on Snapdragon 8 Elite: top-1 agreement {measured['top1_agreement']:.3f}, "
+          f"logits SQNR {measured['logits_sqnr_db']:.1f} dB")
+    assert measured["top1_agreement"] >= 0.9 and measured["logits_sqnr_db"] >= 25
+
+
 def test_float_models_are_refused(float_model, tmp_path):
     with pytest.raises(QnnExportError, match="QNN recipe .* got a float model.*Quantize it first.*fp16"):
         float_model.export("qnn", tmp_path / "bundle")
