@@ -102,16 +102,21 @@ def test_bundle_runs_on_the_htp_simulator_like_the_simulation(bundles, w4a16, de
     assert greedy.shape == (1, 25)
 
 
-def test_lpbq_weights_compile_and_run_on_the_htp_simulator(float_model, default_tokenizer, tmp_path):
+def test_lpbq_weights_compile_and_run_on_the_htp_simulator(float_model, default_tokenizer, tmp_path, caplog):
     """w4a16-lpbq's 4-bit blocks with 8-bit per-block scales go in as a blocked DequantizeLinear; HTP
-    compiles them with CPU fallback disabled and answers like the simulation."""
+    compiles them with CPU fallback disabled and answers like the simulation. Compiled as int4, the
+    export says what that costs and how to avoid it."""
+    import logging
+
     from edge_llama.evaluation.agreement import agreement
 
     lpbq = float_model.quantize("w4a16-lpbq", tokenizer=default_tokenizer, num_samples=2, sequence_length=32, progress=False)
     lpbq.save_pretrained(tmp_path / "checkpoint")
     weights = json.loads((tmp_path / "checkpoint" / "model.encodings").read_text())["param_encodings"]
     assert any(entry["enc_type"] == "LPBQ" for entry in weights)
-    lpbq.export("qnn", tmp_path / "bundle", device="Snapdragon 8 Elite", parts=2, tokenizer=default_tokenizer, weight_sharing=False)
+    with caplog.at_level(logging.INFO, logger="edge_llama.export.qnn"):
+        lpbq.export("qnn", tmp_path / "bundle", device="Snapdragon 8 Elite", parts=2, tokenizer=default_tokenizer, weight_sharing=False)
+    assert "4-bit weights go to HTP as int4" in caplog.text and "--int4-as-int8" in caplog.text
     exported = EdgeLlamaForCausalLM.from_pretrained(tmp_path / "bundle")
     torch.manual_seed(0)
     ids = torch.randint(3, 49152, (1, 21))

@@ -54,7 +54,7 @@ def _integer_type(encoding: TensorEncoding):
         (8, True): ir.DataType.INT8, (8, False): ir.DataType.UINT8,
         (16, True): ir.DataType.INT16, (16, False): ir.DataType.UINT16,
     }
-    bits = encoding.compressed_bw if encoding.enc_type == "LPBQ" else encoding.bw
+    bits = encoding.stored_bits
     key = (bits, encoding.is_sym)
     if key not in types:
         raise QdqError(f"{encoding.name}: {bits}-bit {'symmetric' if encoding.is_sym else 'asymmetric'} has no ONNX integer type")
@@ -89,7 +89,7 @@ def _block_scales(encoding: TensorEncoding, shape: tuple[int, ...]) -> np.ndarra
 def quantize_weight(weight: np.ndarray, encoding: TensorEncoding):
     """Integer codes, scale and zero point of `weight (out, in, …)` under `encoding`."""
     data_type = _integer_type(encoding)
-    bits = encoding.compressed_bw if encoding.enc_type == "LPBQ" else encoding.bw
+    bits = encoding.stored_bits
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if encoding.is_sym else (0, 2**bits - 1)
     flat = weight.reshape(weight.shape[0], -1).astype(np.float64)
     if encoding.enc_type in ("PER_BLOCK", "LPBQ"):

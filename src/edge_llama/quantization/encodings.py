@@ -67,6 +67,12 @@ class TensorEncoding:
     def is_float(self) -> bool:
         return self.dtype == "FLOAT"
 
+    @property
+    def stored_bits(self) -> int:
+        """Bits per stored value: `compressed_bw` for LPBQ weights (their `bw` is the width the codes
+        expand to with the integer block scales), `bw` for every other encoding."""
+        return self.compressed_bw if self.enc_type == "LPBQ" else self.bw
+
     def check_fits(self, shape: tuple[int, ...], source: str = "model.encodings") -> None:
         """Checks the number of scales against a weight of `shape` (out, in, …)."""
         channels, width = shape[0], (shape[1] if len(shape) > 1 else 1)
