@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeLlamaError
-from ..quantization.encodings import Encodings, TensorEncoding
+from ..quantization.encodings import INT4_TO_INT8, Encodings, TensorEncoding
 
 OPSET = 21
 RMS_NORM_OPSET = 23  # RMSNormalization
@@ -157,7 +157,6 @@ def to_qdq(graph_path: str | os.PathLike, encodings: Encodings, output_path: str
 ACCUMULATING_OPS = {"Conv", "MatMul", "Gemm"}
 LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze"}
 WIDENED = {"INT4": ("INT8", np.int8), "UINT4": ("UINT8", np.uint8)}
-INT4_TO_INT8 = 16  # 2 ** (8 - 4): int4 codes × 16 fill the int8 range
 
 
 def accumulated_tensors(nodes) -> set[str]:

@@ -139,7 +139,7 @@ def export_qnn(
              for i in encodings for ar in ar_lengths},
             preset, num_parts,
         )
-        if not int4_as_int8 and any(e.stored_bits == 4 and not e.is_float for part in encodings.values() for e in part.params.values()):
+        if not int4_as_int8 and any(e.stored_bits == 4 for part in encodings.values() for e in part.params.values()):
             logger.info("4-bit weights go to HTP as int4, which agrees less with the host simulation (whole SmolLM2 "
                         "w4a16: 76 %% top-1, 10 %% more perplexity); int4_as_int8=True (--int4-as-int8) keeps the "
                         "host's quality at twice the weight bytes (docs/export.md)")
